@@ -1,0 +1,129 @@
+"""The ``greenfm`` command line: a thin typer wrapper over ``greenfm.api``.
+
+Each command calls the API function of the same name with the same arguments.
+User errors (``GreenfmError``) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from greenfm.errors import GreenfmError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build, adapt and evaluate medical-imaging foundation models on modest hardware.")
+data_app = typer.Typer(no_args_is_help=True, help="Import, check, cache and split data; generate phantoms.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluation protocols.")
+app.add_typer(data_app, name="data")
+app.add_typer(evaluate_app, name="evaluate")
+
+SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip unusable rows or files and count them instead of stopping.")
+
+
+def _api():
+    from greenfm import api  # imported lazily so that `greenfm --help` stays fast
+
+    return api
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("phantoms")
+def data_phantoms(
+    out: Path = typer.Option(..., "--out", help="Folder to write images and manifest.csv into."),
+    kind: str = typer.Option("cxr", help="cxr (2D chest radiographs) or ct (3D chest CT in HU)."),
+    patients: int = typer.Option(400, help="Number of synthetic patients."),
+    size: int = typer.Option(128, help="Image side in pixels (cxr) or in-plane voxels (ct)."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
+    site: str = typer.Option("A", help="Acquisition profile (scanner/site) of the population."),
+) -> None:
+    """Generate synthetic phantoms with reports and labels (greenfm's embedded default data)."""
+    _api().data_phantoms(out=out, kind=kind, patients=patients, size=size, seed=seed, site=site)
+
+
+@data_app.command("import")
+def data_import(
+    source: Path = typer.Argument(..., help="A class-per-folder tree, a DICOM folder, a NIfTI folder or a MedMNIST .npz."),
+    out: Path = typer.Option(..., "--out", help="Manifest to write (CSV or Parquet)."),
+    kind: str = typer.Option("auto", help="auto, folder, dicom, nifti or npz."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Turn a folder or archive of images into a greenfm manifest."""
+    _api().data_import(source, out=out, kind=kind, skip_bad=skip_bad)
+
+
+@data_app.command("check")
+def data_check(
+    data: Path = typer.Argument(..., help="Manifest to validate."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Validate a manifest and print a summary of its rows, patients, splits and labels."""
+    _api().data_check(data, skip_bad=skip_bad)
+
+
+@data_app.command("split")
+def data_split(
+    data: Path = typer.Option(..., "--data", help="Input manifest (never overwritten)."),
+    out: Path = typer.Option(..., "--out", help="New manifest with a patient-level 'split' column."),
+    val: float = typer.Option(0.1, help="Fraction of patients for validation."),
+    test: float = typer.Option(0.2, help="Fraction of patients for test."),
+    seed: int = typer.Option(0, help="Random seed."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Make patient-grouped train/val/test splits, stratified by label where possible."""
+    _api().data_split(data=data, out=out, val=val, test=test, seed=seed, skip_bad=skip_bad)
+
+
+@data_app.command("cache")
+def data_cache(
+    data: Path = typer.Option(..., "--data", help="Manifest of the images to cache."),
+    out: Path = typer.Option(..., "--out", help="Cache root folder; one sub-folder per manifest hash and contract."),
+    contract: str = typer.Option("rfg", help="Preprocessing contract preset or a contract JSON file."),
+    size: Optional[int] = typer.Option(None, help="Override the contract's image side."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Decode and resize every image once into a memory-mapped store."""
+    _api().data_cache(data=data, out=out, contract=contract, size=size, skip_bad=skip_bad)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's data, runs and report."),
+    quick: bool = typer.Option(False, help="A much shorter run (for tests)."),
+) -> None:
+    """Run the whole pipeline on the embedded phantom data."""
+    _api().demo(out=out, quick=quick)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point of the ``greenfm`` console script."""
+    import click
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except GreenfmError as err:
+        typer.secho(f"error: {err}", err=True, fg="red")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished work is kept (resume with --resume where the verb offers it)", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
