@@ -25,6 +25,54 @@ def data_check(data: str | Path, *, skip_bad: bool = False):
     return manifest
 
 
+def data_phantoms(
+    *, out: str | Path, kind: str = "cxr", patients: int = 400, size: int | None = 128, seed: int = 0, site: str = "A"
+):
+    """Generate synthetic phantoms (chest radiographs or chest CT) with reports and labels; returns the manifest path."""
+    from greenfm.data.phantoms import generate_phantoms, summarize_phantoms
+
+    path = generate_phantoms(out, kind=kind, n_patients=patients, size=size, seed=seed, site=site)
+    console.print(str(summarize_phantoms(path)))
+    console.print(f"manifest: {path}")
+    return path
+
+
+def data_import(source: str | Path, *, out: str | Path, kind: str = "auto", skip_bad: bool = False,
+                label_names: list[str] | None = None, pattern: str | None = None, overwrite: bool = False):
+    """Turn a class-per-folder tree, a DICOM folder, a NIfTI folder or a MedMNIST .npz into a manifest."""
+    from greenfm.data.importers import import_source
+
+    summary = import_source(source, out, kind=kind, skip_bad=skip_bad, label_names=label_names, pattern=pattern,
+                            overwrite=overwrite)
+    console.print(str(summary))
+    return summary
+
+
+def data_split(*, data: str | Path, out: str | Path, val: float = 0.1, test: float = 0.2, seed: int = 0,
+               skip_bad: bool = False):
+    """Patient-grouped train/val/test splits (stratified by label where possible) into a new manifest."""
+    from greenfm.data.manifest import load_manifest
+    from greenfm.data.splits import split_manifest
+
+    manifest = split_manifest(load_manifest(data, skip_bad=skip_bad), out, val=val, test=test, seed=seed)
+    console.print(manifest_summary_table(manifest))
+    console.print(f"wrote {out}")
+    return manifest
+
+
+def data_cache(*, data: str | Path, out: str | Path, contract: str = "rfg", size: int | None = None,
+               skip_bad: bool = False, workers: int | None = None):
+    """Decode and resize every image once into a memory-mapped store keyed by manifest hash and contract."""
+    from greenfm.data.cache import build_cache
+    from greenfm.data.contract import get_contract
+    from greenfm.data.manifest import load_manifest
+
+    manifest = load_manifest(data, skip_bad=skip_bad)
+    store = build_cache(manifest, get_contract(contract, size=size), out, skip_bad=skip_bad, workers=workers)
+    console.print(f"cache: {len(store)} images at {store.path}")
+    return store
+
+
 def manifest_summary_table(manifest, title: str | None = None) -> Table:
     """A rich table: one row per finding with prevalence, uncertain and unknown counts per split."""
     table = manifest.table
@@ -45,3 +93,119 @@ def manifest_summary_table(manifest, title: str | None = None) -> Table:
         prevalence = pos / (pos + neg) if pos + neg else float("nan")
         out.add_row(finding, str(pos), str(neg), str(unc), str(unk), f"{prevalence:.3f}")
     return out
+
+
+# ----------------------------------------------------------------------------- pretraining and embeddings
+
+
+def pretrain(
+    *,
+    data: str | Path | None = None,
+    out: str | Path,
+    recipe: str | None = None,
+    backbone: str | None = None,
+    init: str | None = None,
+    img_size: int | None = None,
+    config: str | Path | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    devices: int | None = None,
+    precision: str | None = None,
+    num_workers: int | None = None,
+    seed: int | None = None,
+    cache: str | Path | None = None,
+    skip_bad: bool = False,
+    resume: bool = False,
+):
+    """Continual pretraining (default recipe: token-reconstruction); writes a run folder at ``out``.
+
+    ``config`` is a YAML file with any PretrainConfig field (``method:`` and ``train:``
+    sections included); explicit arguments override it. ``resume=True`` continues the
+    interrupted run in ``out`` exactly, from its saved config.
+    """
+    from greenfm.workflows.pretrain import PretrainConfig, load_run_pretrain_config, run_pretrain
+    from greenfm.config import build_config, read_yaml
+
+    train_overrides = {
+        k: v
+        for k, v in dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
+                         precision=precision, num_workers=num_workers, seed=seed).items()
+        if v is not None
+    }
+    if resume:
+        cfg = load_run_pretrain_config(out)
+        if train_overrides:
+            cfg = cfg.model_copy(update={"train": {**cfg.train, **train_overrides}})
+    else:
+        base = read_yaml(config) if config is not None else {}
+        cfg = build_config(
+            PretrainConfig,
+            **base,
+            **{k: v for k, v in dict(data=str(data) if data else None, recipe=recipe, backbone=backbone, init=init,
+                                     img_size=img_size, cache=str(cache) if cache else None).items() if v is not None},
+            skip_bad=skip_bad or base.get("skip_bad", False),
+            train={**base.get("train", {}), **train_overrides},
+        )
+    result = run_pretrain(cfg, out, resume=resume)
+    console.print(f"pretraining done: {result.steps} steps, {result.samples_seen} images; run folder {out}")
+    return result
+
+
+def embed(
+    *,
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    backbone: str | None = None,
+    img_size: int | None = None,
+    pool: str | None = None,
+    contract: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    cache: str | Path | None = None,
+    num_workers: int = 0,
+    skip_bad: bool = False,
+):
+    """Embed every image of a manifest with a model (run folder, export folder, weights file or hub name).
+
+    Pooling: ``mean-all-tokens`` (RETFound-Green's evaluation, default for ViTs),
+    ``mean-patch-tokens`` (its README) or ``cls``. Writes a Parquet file with id,
+    patient_id, path and the vector; its metadata records model, pool and contract.
+    """
+    from greenfm.engine.embed import embed_to_file
+    from greenfm.workflows.inputs import encoder_contract, image_dataset, load_checked_manifest, load_encoder
+    from greenfm.workflows.pretrain import default_cache_root
+
+    encoder = load_encoder(model, backbone=backbone, img_size=img_size)
+    manifest = load_checked_manifest(data, skip_bad=skip_bad)
+    the_contract = encoder_contract(encoder, contract)
+    dataset = image_dataset(manifest, the_contract, cache_root=cache or default_cache_root(), skip_bad=skip_bad, labels=False)
+    path = embed_to_file(
+        encoder, dataset, out, pool=pool, batch_size=batch_size, device=device, precision=precision,
+        num_workers=num_workers, metadata={"manifest_hash": manifest.hash, "model_ref": str(model)},
+    )
+    console.print(f"wrote {len(dataset)} embeddings ({encoder.embed_dim}-d, pool {encoder.resolve_pool(pool)}) to {path}")
+    return path
+
+
+def probe(
+    *,
+    embeddings: str | Path,
+    labels: str | Path,
+    protocol: str = "retfound-green",
+    findings: list[str] | None = None,
+    task: str = "auto",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    out: str | Path | None = None,
+):
+    """Linear probes on cached embeddings: fit on the train split, report test AUROC/AUPRC with patient-bootstrap CIs."""
+    from greenfm.adapt.linear_probe import probe as run_probe
+
+    result = run_probe(embeddings, labels, protocol=protocol, findings=findings, task=task,
+                       bootstrap=bootstrap, seed=seed, out=out)
+    console.print(result.summary())
+    return result

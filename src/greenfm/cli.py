@@ -50,11 +50,15 @@ def data_phantoms(
 def data_import(
     source: Path = typer.Argument(..., help="A class-per-folder tree, a DICOM folder, a NIfTI folder or a MedMNIST .npz."),
     out: Path = typer.Option(..., "--out", help="Manifest to write (CSV or Parquet)."),
-    kind: str = typer.Option("auto", help="auto, folder, dicom, nifti or npz."),
+    kind: str = typer.Option("auto", help="auto, folders, dicom, nifti or medmnist."),
+    label_names: Optional[str] = typer.Option(None, help="Comma-separated class names (MedMNIST; binary: the positive class)."),
+    pattern: Optional[str] = typer.Option(None, help="Glob restricting the files of folder kinds, e.g. '**/*.png'."),
+    overwrite: bool = typer.Option(False, help="Replace a manifest (and images) this importer wrote before."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
-    """Turn a folder or archive of images into a greenfm manifest."""
-    _api().data_import(source, out=out, kind=kind, skip_bad=skip_bad)
+    """Turn a folder or archive of images into a greenfm manifest (the source is never written)."""
+    names = [n.strip() for n in label_names.split(",")] if label_names else None
+    _api().data_import(source, out=out, kind=kind, skip_bad=skip_bad, label_names=names, pattern=pattern, overwrite=overwrite)
 
 
 @data_app.command("check")
@@ -89,6 +93,74 @@ def data_cache(
 ) -> None:
     """Decode and resize every image once into a memory-mapped store."""
     _api().data_cache(data=data, out=out, contract=contract, size=size, skip_bad=skip_bad)
+
+
+# ----------------------------------------------------------------------------- pretrain, embed, probe
+
+
+@app.command("pretrain")
+def pretrain(
+    data: Optional[Path] = typer.Option(None, "--data", help="Manifest of the training images."),
+    out: Path = typer.Option(..., "--out", help="Run folder (with --resume: the run to continue)."),
+    recipe: Optional[str] = typer.Option(None, help="Pretraining recipe [default: token-reconstruction]."),
+    backbone: Optional[str] = typer.Option(None, help="Encoder architecture [default: vit_small_patch14_reg4_dinov2]."),
+    init: Optional[str] = typer.Option(None, "--init", "--init-from", help="Starting weights: random, a weights file, a greenfm run/export folder, or a hub name (a new run from weights only)."),
+    img_size: Optional[int] = typer.Option(None, help="Input side in pixels [default: 392]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any other option (method:, train: sections)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [recipe default]."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    devices: Optional[int] = typer.Option(None, help="Devices (processes) for DDP."),
+    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per device."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
+    skip_bad: bool = SKIP_BAD,
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out exactly."),
+) -> None:
+    """Continual pretraining of an image encoder (Token Reconstruction by default)."""
+    _api().pretrain(data=data, out=out, recipe=recipe, backbone=backbone, init=init, img_size=img_size, config=config,
+                    epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
+                    precision=precision, num_workers=num_workers, seed=seed, cache=cache, skip_bad=skip_bad, resume=resume)
+
+
+@app.command("embed")
+def embed(
+    model: str = typer.Option(..., "--model", help="Run folder, export folder, weights file or hub name."),
+    data: Path = typer.Option(..., "--data", help="Manifest of the images to embed."),
+    out: Path = typer.Option(..., "--out", help="Embeddings Parquet file to write."),
+    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
+    img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
+    pool: Optional[str] = typer.Option(None, help="mean-all-tokens (default for ViTs), mean-patch-tokens or cls."),
+    contract: Optional[str] = typer.Option(None, help="Preprocessing contract (default: the model's own)."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), 32, bf16 or 16."),
+    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
+    num_workers: int = typer.Option(0, help="DataLoader workers."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Embed every image of a manifest into a Parquet file (id, patient_id, path, vector)."""
+    _api().embed(model=model, data=data, out=out, backbone=backbone, img_size=img_size, pool=pool, contract=contract,
+                 batch_size=batch_size, device=device, precision=precision, cache=cache, num_workers=num_workers,
+                 skip_bad=skip_bad)
+
+
+@app.command("probe")
+def probe(
+    embeddings: Path = typer.Option(..., "--embeddings", help="Embeddings Parquet file from `greenfm embed`."),
+    labels: Path = typer.Option(..., "--labels", help="Manifest with split and finding columns."),
+    protocol: str = typer.Option("retfound-green", help="retfound-green (C=1, no tuning) or tuned (C chosen on val)."),
+    findings: Optional[List[str]] = typer.Option(None, "--finding", help="Finding column to probe (repeatable; default all)."),
+    task: str = typer.Option("auto", help="auto, binary, multiclass or multilabel."),
+    bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the 95% CIs (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for probe.json and predictions.parquet."),
+) -> None:
+    """Linear probes on embeddings: test AUROC/AUPRC per finding with patient-bootstrap CIs."""
+    _api().probe(embeddings=embeddings, labels=labels, protocol=protocol, findings=findings, task=task,
+                 bootstrap=bootstrap, seed=seed, out=out)
 
 
 # ----------------------------------------------------------------------------- demo

@@ -17,6 +17,7 @@ with one line that counts the problems and names the first offending rows; with
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -157,9 +158,10 @@ def load_manifest(
             flag(int(i), f"split '{table['split'].iat[int(i)]}' is not train, val or test")
         table["split"] = split
 
-    ids = table["id"].astype("string") if "id" in table.columns else table["path"]
+    ids = table["id"].astype("string").fillna(table["path"]) if "id" in table.columns else table["path"]  # blank id -> path
     table["id"] = ids
-    table["path"] = [_absolute(p, source.parent) for p in table["path"]]
+    root = source.parent.resolve()  # once: resolving every row walks the file system per path
+    table["path"] = [_absolute(p, root) for p in table["path"]]
 
     if check_files:
         check = file_check or _default_file_check
@@ -280,7 +282,7 @@ def _absolute(p, root: Path) -> str | None:
     if pd.isna(p):
         return None
     path = Path(str(p)).expanduser()
-    return str(path if path.is_absolute() else (root / path).resolve())
+    return str(path if path.is_absolute() else Path(os.path.normpath(root / path)))
 
 
 def _relative_to(p: str, root: Path) -> str:

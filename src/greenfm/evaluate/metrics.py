@@ -117,13 +117,31 @@ class Metrics:
             n_evaluable=self.n_evaluable,
             n_classes=self.n_classes,
         )
-        return _json_safe(out)
+        return json_safe(out)
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             Path(path).write_text(text + "\n")
         return text
+
+    def summary(self) -> str:
+        """A plain-text table: one line per finding, then the macro AUROC."""
+        lines = [f"{'finding':<24} {'AUROC':>7} {'95% CI':>17} {'AUPRC':>7} {'prev':>6} {'n':>6}"]
+        for f in self.findings:
+            if not f.evaluable:
+                lines.append(f"{f.name[:24]:<24} skipped: {f.skipped}")
+                continue
+            ci = f"[{f.auroc_ci[0]:.3f}, {f.auroc_ci[1]:.3f}]" if f.auroc_ci else ""
+            lines.append(f"{f.name[:24]:<24} {f.auroc:7.3f} {ci:>17} {f.auprc:7.3f} {f.prevalence:6.3f} {f.n:6d}")
+        macro = "n/a" if self.macro_auroc is None else f"{self.macro_auroc:.3f}"
+        ci = f" [{self.macro_auroc_ci[0]:.3f}, {self.macro_auroc_ci[1]:.3f}]" if self.macro_auroc_ci else ""
+        boot = ""
+        if self.bootstrap is not None:
+            b = self.bootstrap
+            boot = f"; {b.level:.0%} CIs: {b.n_resamples} {b.cluster}-level resamples, seed {b.seed}"
+        lines.append(f"macro AUROC {macro}{ci} over {self.n_evaluable}/{self.n_classes} evaluable{boot}")
+        return "\n".join(lines)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per finding, CIs split into ``*_low`` / ``*_high`` columns."""
@@ -204,7 +222,7 @@ def score_columns(columns: BinaryColumns) -> Metrics:
         y, s = columns.targets[:, k], columns.scores[:, k]
         keep = np.isfinite(y)
         y, s = y[keep], s[keep]
-        n, n_pos = int(len(y)), int(y.sum())
+        n, n_pos = len(y), int(y.sum())
         prevalence = n_pos / n if n else None
         if n == 0 or n_pos in (0, n):
             findings.append(FindingMetrics(name, n, n_pos, prevalence, None, None, NO_LABELS if n == 0 else ONE_CLASS))
@@ -249,12 +267,12 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN / inf become None and numpy scalars plain Python, so ``json.dumps`` is strict-JSON."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,0 +1,403 @@
+"""The preprocessing contract: how stored pixels become a model's input tensor.
+
+A ``Contract`` records everything that decides what a model sees: modality,
+bit depth of the stored pixels, intensity window(s), input channels,
+mean/std, size, resize rule and interpolation. It is stored with every cache,
+checkpoint and export, and loading compares it with ``check_compatible``.
+
+The pixel pipeline, shared by the decoding dataset and the cache so both give
+identical pixels, is ``to_contract`` (native array -> stored uint8/uint16
+``(C, H, W)``) followed by ``normalize`` (stored tensor -> float32 model input).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from greenfm.errors import BadInputError, ConfigError
+
+Modality = Literal["xray", "fundus", "ct", "mri", "us", "photo", "other"]
+GREYSCALE_MODALITIES = frozenset({"xray", "ct", "mri", "us"})
+# Fields that decide the stored (cached) pixels; mean/std and the final channel
+# count are applied when a batch is read, so caches are shared across them.
+PIXEL_FIELDS = ("bit_depth", "windows", "stored_channels", "size", "resize", "interpolation", "antialias")
+
+
+class Contract(BaseModel):
+    """Preprocessing contract; JSON-serialisable, immutable, with a stable ``fingerprint``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    modality: Modality = "other"
+    bit_depth: Literal[8, 16] = 8
+    """Bits of the stored (cached) pixels: 8 -> uint8, 16 -> uint16."""
+    windows: tuple[tuple[float, float], ...] | None = None
+    """(centre, width) pairs in native units (HU for CT); several windows -> several channels."""
+    channels: Literal[1, 3] = 3
+    """Model input channels; grey is repeated to 3 when ``channels == 3``."""
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    size: tuple[int, int] = (224, 224)
+    resize: Literal["squash", "shorter-center-crop", "letterbox"] = "squash"
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    antialias: bool = True
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square_from_int(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _broadcast_mean_std(cls, data: Any) -> Any:
+        # One mean/std value stands for every channel (``mean=0.5``).
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        channels = data.get("channels", 3)
+        for name in ("mean", "std"):
+            v = data.get(name)
+            if isinstance(v, (int, float)):
+                v = (v,)
+            if isinstance(v, (list, tuple)) and len(v) == 1 and isinstance(channels, int):
+                v = tuple(v) * channels
+            if v is not None:
+                data[name] = v
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Contract":
+        if any(s < 1 for s in self.size):
+            raise ValueError(f"size must be positive, got {self.size}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) != self.channels:
+                raise ValueError(f"{name} has {len(getattr(self, name))} values for {self.channels} channel(s)")
+        if self.windows is not None:
+            if not self.windows:
+                raise ValueError("windows is empty; leave it out for no windowing")
+            if any(w <= 0 for _, w in self.windows):
+                raise ValueError(f"window widths must be positive, got {self.windows}")
+            if len(self.windows) not in (1, self.channels):
+                raise ValueError(f"{len(self.windows)} windows give {len(self.windows)} channels, but channels={self.channels}")
+        return self
+
+    # -- derived -----------------------------------------------------------
+
+    @property
+    def greyscale(self) -> bool:
+        """True for grey modalities (and any one-channel image): no colour augmentation."""
+        return self.modality in GREYSCALE_MODALITIES or self.stored_channels == 1
+
+    @property
+    def stored_channels(self) -> int:
+        """Channels kept in the cache: windows, else 1 for grey modalities, else ``channels``.
+
+        Grey images are stored once and repeated to ``channels`` when read: a
+        third of the disk and I/O of storing three identical planes.
+        """
+        if self.windows is not None:
+            return len(self.windows)
+        return 1 if self.modality in GREYSCALE_MODALITIES else self.channels
+
+    @property
+    def max_value(self) -> int:
+        return 255 if self.bit_depth == 8 else 65535
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bit_depth == 8 else np.uint16)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of the canonical JSON of every field."""
+        return _digest(self.to_dict())
+
+    @property
+    def pixel_fingerprint(self) -> str:
+        """Fingerprint of only the fields that decide the stored pixels (keys caches)."""
+        return _digest(self.pixel_dict())
+
+    def pixel_dict(self) -> dict[str, Any]:
+        full = self.to_dict() | {"stored_channels": self.stored_channels}
+        return {k: full[k] for k in PIXEL_FIELDS}
+
+    # -- serialisation -----------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> "Contract":
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            raise ConfigError(_one_line(err, source or "contract")) from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> "Contract":
+        """A validated copy with some fields changed (``size=256`` means 256x256)."""
+        return Contract.from_dict(self.to_dict() | changes)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+PRESETS: dict[str, Contract] = {
+    # RETFound-Green's export contract: Resize((392, 392), antialias) -> [0, 1] -> Normalize(0.5, 0.5).
+    "rfg": Contract(modality="fundus", size=392, resize="squash", interpolation="bilinear", mean=0.5, std=0.5),
+    # timm's usual ImageNet evaluation: bicubic, shorter side then centre crop.
+    "imagenet": Contract(modality="photo", size=224, resize="shorter-center-crop", interpolation="bicubic",
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    # MED-PEFT / MRM evaluation: Resize(224) + CenterCrop(224), grey -> 3 channels, 0.4978 / 0.2449.
+    "cxr-medpeft": Contract(modality="xray", size=224, resize="shorter-center-crop", interpolation="bilinear",
+                            mean=0.4978, std=0.2449),
+    # OpenAI CLIP: bicubic, shorter side then centre crop, CLIP's own mean/std.
+    "clip": Contract(modality="photo", size=224, resize="shorter-center-crop", interpolation="bicubic",
+                     mean=CLIP_MEAN, std=CLIP_STD),
+}
+
+
+def get_contract(name_or_path: str | Path | Contract, *, size: int | tuple[int, int] | None = None) -> Contract:
+    """A preset by name, or a contract JSON file; ``size`` overrides the preset's size."""
+    if isinstance(name_or_path, Contract):
+        contract = name_or_path
+    elif str(name_or_path) in PRESETS:
+        contract = PRESETS[str(name_or_path)]
+    elif str(name_or_path).endswith(".json"):
+        path = Path(name_or_path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise BadInputError(f"cannot read contract ({err})", source=str(path)) from None
+        contract = Contract.from_dict(data.get("contract", data), source=str(path))
+    else:
+        raise ConfigError(f"unknown contract {str(name_or_path)!r}; choose one of {', '.join(PRESETS)} or a .json file")
+    return contract.replace(size=size) if size is not None else contract
+
+
+def check_compatible(
+    expected: Contract | Mapping[str, Any],
+    found: Contract | Mapping[str, Any],
+    what: str,
+    *,
+    fields: tuple[str, ...] | None = None,
+) -> None:
+    """Raise a one-line ``ContractMismatchError`` naming every differing field.
+
+    ``what`` names the thing being loaded (``"checkpoint runs/x/last.ckpt"``);
+    ``fields`` limits the comparison (``PIXEL_FIELDS`` for caches).
+    """
+    a = _as_contract(expected, what).to_dict() | {"stored_channels": _as_contract(expected, what).stored_channels}
+    b = _as_contract(found, what).to_dict() | {"stored_channels": _as_contract(found, what).stored_channels}
+    names = fields or tuple(k for k in a if k != "stored_channels")
+    diffs = [f"{k} {_show(b[k])} (expected {_show(a[k])})" for k in names if not _same(a[k], b[k])]
+    if diffs:
+        raise ContractMismatchError(f"{what}: preprocessing contract differs: {'; '.join(diffs)}")
+
+
+class ContractMismatchError(ConfigError):
+    """A checkpoint, export or cache was made with a different preprocessing contract."""
+
+
+# -- the pixel pipeline ------------------------------------------------------
+
+
+def to_contract(
+    image: np.ndarray,
+    contract: Contract,
+    *,
+    bits_stored: int | None = None,
+    source: str | None = None,
+) -> np.ndarray:
+    """Native image (H, W) or (H, W, C) -> stored pixels (``stored_channels``, H, W), uint8 or uint16.
+
+    Intensity first (windows in native units; else unsigned integers scaled by
+    ``bits_stored`` or their dtype's range; floats already in [0, 1] kept;
+    anything else min-max scaled per image), then channels, then the resize
+    rule in float32, then rounding to the contract's bit depth.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)) or 0 in arr.shape:
+        raise BadInputError(f"expected an (H, W) or (H, W, 3|4) image, got shape {arr.shape}", source=source)
+    if arr.ndim == 3:
+        arr = arr[..., :3]  # drop alpha
+
+    unit = _to_unit(arr, contract, bits_stored, source)  # float32 (C, h, w) in [0, 1]
+    unit = _match_channels(unit, contract.stored_channels)
+    resized = _resize(torch.from_numpy(unit), contract)
+    scaled = resized.clamp_(0.0, 1.0).mul_(contract.max_value).round_()
+    return scaled.numpy().astype(contract.dtype)
+
+
+def normalize(pixels: torch.Tensor | np.ndarray, contract: Contract) -> torch.Tensor:
+    """Stored pixels (C, H, W) or (B, C, H, W), uint8/uint16 -> float32 model input.
+
+    Scales by the bit depth, subtracts ``mean`` and divides by ``std`` per
+    channel; one stored channel is normalised once and repeated to
+    ``contract.channels`` as a view (batch collation makes it contiguous).
+    """
+    x = torch.as_tensor(pixels)
+    if x.dtype == torch.uint16:  # few CPU kernels accept uint16; the values fit in int32
+        x = x.to(torch.int32)
+    c = x.shape[-3]
+    if c not in (1, contract.channels):
+        raise ConfigError(f"stored pixels have {c} channels, the contract wants {contract.channels}")
+    scale, shift = _affine(contract)  # x * scale - shift == (x / max - mean) / std
+    if c == 1 and contract.channels > 1 and bool((scale == scale[0]).all() and (shift == shift[0]).all()):
+        y = x.to(torch.float32).mul_(scale[0]).sub_(shift[0])
+        return y.expand(*x.shape[:-3], contract.channels, *x.shape[-2:])
+    return x.to(torch.float32) * scale - shift
+
+
+@functools.lru_cache(maxsize=32)
+def _affine(contract: Contract) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(contract.mean, dtype=torch.float64).view(-1, 1, 1)
+    std = torch.tensor(contract.std, dtype=torch.float64).view(-1, 1, 1)
+    return (1.0 / (contract.max_value * std)).float(), (mean / std).float()
+
+
+def normalized_range(contract: Contract) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) of the model input: where 0 and 1 land after mean/std."""
+    mean, std = np.asarray(contract.mean), np.asarray(contract.std)
+    return (0.0 - mean) / std, (1.0 - mean) / std
+
+
+def check_first_batch(x: torch.Tensor, contract: Contract, *, what: str = "first batch") -> str | None:
+    """Warn when a batch's intensity range does not look normalised per the contract.
+
+    Catches the usual slips (pixels left in 0-255 or 0-65535, or scaled to
+    [0, 1] but never mean/std-normalised). Returns the warning text, or None.
+    """
+    x = torch.as_tensor(x).detach()
+    if not x.is_floating_point():
+        message = f"{what} is {x.dtype}, not float: was it normalised per the contract?"
+        warnings.warn(message, stacklevel=2)
+        return message
+    x = x.float()
+    lo, hi = float(x.min()), float(x.max())
+    exp_lo, exp_hi = (float(v) for v in (normalized_range(contract)[0].min(), normalized_range(contract)[1].max()))
+    span = exp_hi - exp_lo
+    message = None
+    if hi > exp_hi + 0.5 * span:
+        message = (f"{what} ranges {lo:.3g}..{hi:.3g}, far above the normalised range {exp_lo:.3g}..{exp_hi:.3g}: "
+                   "pixels look unscaled (0-255 or 0-65535)")
+    elif lo < exp_lo - 0.5 * span:
+        message = f"{what} ranges {lo:.3g}..{hi:.3g}, far below the normalised range {exp_lo:.3g}..{exp_hi:.3g}"
+    elif exp_lo < -0.1 and lo >= 0.0 and hi <= 1.0 and hi > lo:
+        message = (f"{what} lies within [0, 1] ({lo:.3g}..{hi:.3g}) but mean/std normalisation to "
+                   f"{exp_lo:.3g}..{exp_hi:.3g} was expected")
+    if message:
+        warnings.warn(message, stacklevel=2)
+    return message
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _to_unit(arr: np.ndarray, contract: Contract, bits_stored: int | None, source: str | None) -> np.ndarray:
+    if contract.windows is not None:
+        if arr.ndim != 2:
+            raise BadInputError(f"windows need a single-channel image, got shape {arr.shape}", source=source)
+        native = arr.astype(np.float32, copy=False)
+        planes = [np.clip((native - (c - w / 2.0)) / w, 0.0, 1.0) for c, w in contract.windows]
+        return np.stack(planes).astype(np.float32, copy=False)
+    if arr.dtype == np.bool_:
+        unit = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.unsignedinteger):
+        bits = bits_stored or arr.dtype.itemsize * 8
+        unit = arr.astype(np.float32) / float(2**bits - 1)
+    else:
+        unit = arr.astype(np.float32, copy=False)
+        lo, hi = float(np.nanmin(unit)), float(np.nanmax(unit))
+        if not (np.issubdtype(arr.dtype, np.floating) and lo >= 0.0 and hi <= 1.0):
+            # Signed or out-of-range values with no window: min-max per image.
+            unit = (unit - lo) / (hi - lo) if hi > lo else np.zeros_like(unit)
+        unit = np.nan_to_num(unit, nan=0.0)
+    unit = np.clip(unit, 0.0, 1.0)
+    return unit[None] if unit.ndim == 2 else np.ascontiguousarray(unit.transpose(2, 0, 1))
+
+
+def _match_channels(unit: np.ndarray, channels: int) -> np.ndarray:
+    c = unit.shape[0]
+    if c == channels:
+        return unit
+    if c == 1:
+        return np.repeat(unit, channels, axis=0)
+    if c == 3 and channels == 1:
+        # ITU-R 601-2 luma, the weights PIL's convert("L") uses.
+        return np.tensordot(np.array([0.299, 0.587, 0.114], dtype=np.float32), unit, axes=1)[None]
+    raise ConfigError(f"cannot map {c} channels to {channels}")
+
+
+def _resize(x: torch.Tensor, contract: Contract) -> torch.Tensor:
+    out_h, out_w = contract.size
+    h, w = x.shape[-2:]
+    mode = InterpolationMode.BICUBIC if contract.interpolation == "bicubic" else InterpolationMode.BILINEAR
+
+    def scaled(new_h: int, new_w: int) -> torch.Tensor:
+        if (new_h, new_w) == (h, w):
+            return x
+        return TF.resize(x, [new_h, new_w], interpolation=mode, antialias=contract.antialias)
+
+    if contract.resize == "squash":
+        return scaled(out_h, out_w)
+    if contract.resize == "shorter-center-crop":
+        s = max(out_h / h, out_w / w)
+        y = scaled(max(out_h, round(h * s)), max(out_w, round(w * s)))
+        return TF.center_crop(y, [out_h, out_w])
+    s = min(out_h / h, out_w / w)  # letterbox: fit inside, pad with black
+    y = scaled(max(1, min(out_h, round(h * s))), max(1, min(out_w, round(w * s))))
+    top, left = (out_h - y.shape[-2]) // 2, (out_w - y.shape[-1]) // 2
+    return TF.pad(y, [left, top, out_w - y.shape[-1] - left, out_h - y.shape[-2] - top], fill=0.0)
+
+
+def _as_contract(c: Contract | Mapping[str, Any], what: str) -> Contract:
+    return c if isinstance(c, Contract) else Contract.from_dict(c, source=what)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, list):
+        return "(" + ", ".join(_show(x) for x in v) + ")"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _one_line(err: ValidationError, what: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return f"{what}: invalid contract: {'; '.join(parts)}"

@@ -1,0 +1,146 @@
+"""``ImageDataset``: manifest rows -> normalised tensors, from a cache or by decoding.
+
+Each item is ``{"image": float32 (C, H, W), "labels": float32 (K,), "index": int}``
+with labels NaN where unknown and -1 where uncertain, exactly as in the
+manifest. Pixels go through one path either way: ``decode_to_contract`` (read
+the file, ``to_contract``) builds the cache and serves the uncached dataset, so
+the two give identical images; augmentation then acts on the stored
+uint8/uint16 tensor and ``normalize`` makes the model input.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from greenfm.data.contract import PIXEL_FIELDS, Contract, check_compatible, normalize, to_contract
+from greenfm.data.manifest import Manifest, load_manifest
+from greenfm.errors import BadInputError, GreenfmError
+
+if TYPE_CHECKING:
+    from greenfm.data.cache import CacheStore
+
+log = logging.getLogger(__name__)
+
+
+def decode_to_contract(path: str | Path, contract: Contract) -> np.ndarray:
+    """Read one image file and bring it to the contract: stored pixels (C, H, W).
+
+    Without contract windows, a grey DICOM is shown through its own VOI LUT or
+    window when it has one (how it is meant to be displayed); with windows it
+    is read in modality units (HU for CT) and windowed by ``to_contract``.
+    Raises ``BadInputError`` naming the file when it cannot be decoded.
+    """
+    from greenfm.data.readers import read_image, sniff_format  # local: readers pull in optional codecs
+
+    try:
+        window = "dicom" if contract.windows is None and sniff_format(path) == "dicom" and _has_voi(path) else None
+        image = read_image(path, window=window)
+        array, bits = image.array, image.metadata.get("bits_stored")
+        if image.metadata.get("rescaled") and contract.windows is None:
+            # Modality values (after slope/intercept) have no fixed range: scale per image.
+            array, bits = array.astype(np.float32), None
+        return to_contract(array, contract, bits_stored=bits, source=str(path))
+    except GreenfmError:
+        raise
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadInputError(f"cannot decode image ({reason})", source=str(path)) from None
+
+
+class ImageDataset(Dataset):
+    """Images and labels of a manifest, preprocessed per a ``Contract``.
+
+    With ``cache`` (a ``CacheStore`` built from this manifest or a superset of
+    it) items are read from the memory-mapped store and nothing is decoded;
+    rows skipped as unreadable when the cache was built are left out, with a
+    warning. ``augment`` is applied to the stored uint8/uint16 tensor before
+    normalisation. ``labels=False`` leaves the ``"labels"`` key out.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest | str | Path,
+        contract: Contract,
+        *,
+        cache: CacheStore | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        labels: bool = True,
+        findings: Sequence[str] | None = None,
+    ):
+        if not isinstance(manifest, Manifest):
+            manifest = load_manifest(manifest)
+        self.contract = contract
+        self.augment = augment
+        self.findings = list(findings) if findings is not None else list(manifest.findings)
+        self.cache = cache
+        keep = np.arange(len(manifest))
+        self._rows: np.ndarray | None = None
+        if cache is not None:
+            check_compatible(contract, cache.contract, f"cache {cache.path}", fields=PIXEL_FIELDS)
+            keep, self._rows = _rows_in_cache(manifest, cache)
+        self.manifest = manifest if len(keep) == len(manifest) else manifest.subset(_mask(keep, len(manifest)))
+        self.paths = self.manifest.table["path"].astype(str).tolist()
+        self.ids = self.manifest.table["id"].astype(str).tolist()
+        self.patient_ids = self.manifest.table["patient_id"].astype(str).tolist()
+        self._labels = self.manifest.labels(self.findings) if labels else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """The stored uint8/uint16 tensor (C, H, W) of one item, before augmentation."""
+        if self._rows is not None:
+            array = self.cache[int(self._rows[index])]
+        else:
+            array = decode_to_contract(self.paths[index], self.contract)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x = self.pixels(index)
+        if self.augment is not None:
+            x = self.augment(x)
+        item: dict[str, Any] = {"image": normalize(x, self.contract), "index": int(index)}
+        if self._labels is not None:
+            item["labels"] = torch.from_numpy(self._labels[index])
+        return item
+
+
+def _rows_in_cache(manifest: Manifest, cache: CacheStore) -> tuple[np.ndarray, np.ndarray]:
+    """Manifest positions present in the cache (matched by image path), and their item indices in it."""
+    index_of = cache.index_of
+    paths = manifest.table["path"].astype(str).tolist()
+    rows = np.array([index_of.get(p, -1) for p in paths], dtype=np.int64)
+    missing = rows < 0
+    if missing.any():
+        skipped = set(cache.skipped_paths)
+        unknown = [p for p, m in zip(paths, missing) if m and p not in skipped]
+        if unknown:
+            raise BadInputError(
+                f"{len(unknown)} manifest row(s) are not in the cache, e.g. {unknown[0]}; "
+                "the cache was built from another manifest: rebuild it with `greenfm data cache`",
+                source=str(cache.path),
+            )
+        log.warning("%d row(s) skipped as unreadable when the cache was built are left out", int(missing.sum()))
+    keep = np.flatnonzero(~missing)
+    return keep, rows[keep]
+
+
+def _mask(keep: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[keep] = True
+    return mask
+
+
+def _has_voi(path: str | Path) -> bool:
+    """A grey DICOM carrying a VOI LUT or window (header only, pixels not read)."""
+    from greenfm.data.dicom import GREY, read_header
+
+    ds = read_header(Path(path))
+    grey = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) in GREY
+    return grey and ("VOILUTSequence" in ds or "WindowCenter" in ds)

@@ -1,0 +1,117 @@
+"""AdamW parameter groups and the learning-rate schedule (timm's ``CosineLRScheduler``).
+
+A method may provide ``optimizer_groups(weight_decay) -> list[dict]`` (torch param
+groups). A group may carry ``lr_scale`` (layer-wise decay): the schedule multiplies
+its value by it, as timm's schedulers do. A group that carries its own ``lr`` is
+turned into ``lr_scale = lr / config.lr`` so warm-up, cosine and ``min_lr`` scale with
+it. Without ``optimizer_groups``, every trainable parameter is decayed except 1-D
+ones (biases, norms, LayerScale gammas).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from greenfm.engine.train_config import TrainConfig
+from greenfm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay on tensors with 2+ dims, none on 1-D ones; only parameters that require grad."""
+    decay, no_decay = [], []
+    for _, param in module.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def param_groups(method: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The method's groups (or the default ones), checked, with every group based on ``config.lr``."""
+    if hasattr(method, "optimizer_groups"):
+        groups = [dict(g) for g in method.optimizer_groups(config.weight_decay)]
+    else:
+        groups = default_param_groups(method, config.weight_decay)
+    seen: set[int] = set()
+    for i, group in enumerate(groups):
+        if "params" not in group:
+            raise ConfigError(f"{type(method).__name__}.optimizer_groups(): group {i} has no 'params'")
+        group["params"] = list(group["params"])
+        for param in group["params"]:
+            if id(param) in seen:
+                raise ConfigError(f"{type(method).__name__}.optimizer_groups(): a parameter is in two groups")
+            seen.add(id(param))
+        if "lr" in group:  # an absolute lr becomes a scale of the schedule
+            group["lr_scale"] = group.get("lr_scale", 1.0) * group.pop("lr") / config.lr
+        group.setdefault("weight_decay", config.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError(f"{type(method).__name__} has no parameter that requires grad: nothing to train")
+    left_out = sum(p.numel() for p in method.parameters() if p.requires_grad and id(p) not in seen)
+    if left_out:
+        log.info("%d trainable parameter values are in no optimiser group and stay fixed", left_out)
+    return groups
+
+
+def build_optimizer(method: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(method, config),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+    )
+
+
+def schedule_horizon(config: TrainConfig, total_steps: int) -> int:
+    """t_initial in schedule units: the config's override, else the whole run."""
+    if config.t_initial is not None:
+        return config.t_initial
+    return total_steps if config.schedule_interval == "step" else config.epochs
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int) -> CosineLRScheduler:
+    """timm's cosine schedule; "constant" is the same schedule with ``lr_min = lr``.
+
+    ``warmup_prefix=False`` means warm-up is counted inside ``t_initial`` (the
+    token-reconstruction recipe). Set the lr with :func:`apply_schedule`.
+    """
+    horizon = schedule_horizon(config, total_steps)
+    if config.warmup >= horizon:
+        raise ConfigError(f"warmup ({config.warmup}) must be shorter than the schedule ({horizon})")
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr  # every group's base is config.lr; lr_scale does the rest
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=horizon,
+        lr_min=config.lr if config.schedule == "constant" else config.min_lr,
+        warmup_t=config.warmup,
+        warmup_lr_init=config.warmup_lr_init,
+        warmup_prefix=False,
+        t_in_epochs=config.schedule_interval == "epoch",
+    )
+
+
+def apply_schedule(scheduler: CosineLRScheduler, config: TrainConfig, *, step: int, epoch: int) -> None:
+    """Set each group's lr for optimiser step ``step`` (0-based) of epoch ``epoch``.
+
+    Epoch schedules change at the start of each epoch (``scheduler.step(epoch)``),
+    step schedules before every update (``scheduler.step_update(step)``): the lr used
+    by unit ``t`` is the schedule's value at ``t``.
+    """
+    if config.schedule_interval == "epoch":
+        scheduler.step(epoch)
+    else:
+        scheduler.step_update(step)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The largest group lr: the unscaled schedule value when no ``lr_scale`` exceeds 1."""
+    return max(group["lr"] for group in optimizer.param_groups)

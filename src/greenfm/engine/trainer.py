@@ -1,0 +1,390 @@
+"""``fit``: the one training loop every recipe shares (Lightning Fabric).
+
+A *method* is an ``nn.Module`` with ``training_step(batch) -> {"loss": ..., ...}``
+(other scalar entries are logged), and optionally ``optimizer_groups(weight_decay)``,
+``on_after_optimizer_step(step)`` (``step``: 0-based index of the update just made)
+and ``export_model()``. Frozen parts (a teacher) have ``requires_grad=False``;
+``fit`` calls ``method.train()``, so a method that keeps its teacher in eval mode
+overrides ``train()``. State a method needs to resume must live in parameters or
+buffers. The engine owns optimiser, schedule, precision, accumulation, clipping,
+checkpoints, resume, DDP and the compute ledger.
+
+Resume is exact: weights, optimiser, schedule, grad scaler, every process's RNGs and
+the data position are restored, so a killed run continues as if never stopped (bit
+for bit on the same hardware and thread count). With ``num_workers > 0`` the order
+is exact too, but augmentation drawn inside worker processes is reseeded per (epoch,
+resume point), so only ``num_workers=0`` or a dataset that seeds per sample
+reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from greenfm.engine.checkpoint import clean_stale_temporaries, save_checkpoint, save_exported, snapshot
+from greenfm.engine.flops import batch_size_of, method_flops
+from greenfm.engine.launch import build_fabric, gather_objects, per_device_batch, resolve_hardware
+from greenfm.engine.ledger import ComputeLedger, cpu_count, device_name, flops_fields, print_ledger
+from greenfm.engine.ledger import write_compute_json
+from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr
+from greenfm.engine.progress import ProgressBar
+from greenfm.engine.rng import capture_rng, preserved_rng, seed_all
+from greenfm.engine.run_dir import MetricsLog, RunDir, log_to_file
+from greenfm.engine.sampler import EpochShardSampler, derived_seed
+from greenfm.engine.selection import BestEpoch
+from greenfm.engine.train_config import TrainConfig
+from greenfm.engine.training_state import capture_training_state, restore_training_state, resume_state
+from greenfm.errors import ConfigError, GreenfmError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did; the run folder holds the details."""
+
+    run_dir: Path
+    steps: int
+    epochs_completed: int
+    samples_seen: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None = None
+    best_metric: float | None = None  # select_metric at the best epoch
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # this session's epoch rows
+    compute: dict[str, Any] = field(default_factory=dict)  # the ledger (rank 0)
+    exported: Path | None = None
+
+
+def fit(
+    method: nn.Module,
+    train_dataset: Dataset,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool | Literal["auto"] = False,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    select_metric: str | None = None,
+    select_mode: Literal["max", "min"] = "max",
+    flops_per_sample: float | None = None,
+    run_record: dict[str, Any] | None = None,
+    sampler: Sampler | None = None,
+) -> FitResult:
+    """Train ``method`` on ``train_dataset`` and fill ``run_dir`` (see ``greenfm.engine.run_dir``).
+
+    Args:
+        resume: continue the interrupted run in ``run_dir`` from ``checkpoints/last.ckpt``
+            (``"auto"``: if there is one). Without it, a folder holding a checkpoint is refused.
+        evaluate: called after every epoch, on rank 0, with ``method.export_model()`` (or the
+            method) in eval mode; returns metrics to log. Its random draws do not disturb training.
+        select_metric, select_mode: keep the best epoch's weights in ``checkpoints/best.ckpt``.
+        flops_per_sample: the method's training FLOPs per sample (else 3 x the counted forward).
+        run_record: JSON-safe facts (method, contract, data fraction ...), stored in every
+            checkpoint, the export and ``compute.json``.
+        sampler: draws each epoch's indices instead of a shuffle (e.g. ``WeightedRandomSampler``);
+            its generator is reseeded from (seed, epoch) so resume and DDP sharding still hold.
+    """
+    if not callable(getattr(method, "training_step", None)):
+        raise ConfigError(f"{type(method).__name__} has no training_step(batch); it cannot be trained")
+    if select_metric is not None and evaluate is None:
+        raise ConfigError("select_metric needs an evaluate callback")
+    best = BestEpoch(select_metric, select_mode) if select_metric is not None else None
+    if len(train_dataset) == 0:  # type: ignore[arg-type]
+        raise ConfigError("the training set is empty")
+    run = RunDir(Path(run_dir))
+    hardware = resolve_hardware(config)
+    micro = per_device_batch(config, hardware.world_size)
+    state = resume_state(run, resume, config, hardware.world_size)
+    fabric, precision_plugin = build_fabric(config, hardware)
+    if fabric.is_global_zero:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(run.checkpoints)
+    fabric.barrier()
+    with log_to_file(run, enabled=fabric.is_global_zero):
+        loop = _Loop(fabric, hardware, precision_plugin, method, train_dataset, config, run, micro, state,
+                     evaluate=evaluate, best=best, flops_per_sample=flops_per_sample,
+                     record=run_record or {}, sampler=sampler)  # fmt: skip
+        try:
+            return loop.run()
+        finally:
+            loop.ledger.close()
+            loop.metrics.close()
+
+
+class _StepModule(nn.Module):
+    """Routes Fabric's forward (autocast, DDP hooks) to ``method.training_step``."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: _Opaque) -> dict[str, torch.Tensor]:
+        return self.method.training_step(batch.value)
+
+
+class _Opaque:
+    """Hides the batch from Fabric's input casting, so autocast alone decides op dtypes."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class _Loop:
+    """One session of one run."""
+
+    def __init__(self, fabric, hardware, precision_plugin, method, dataset, config: TrainConfig, run: RunDir, micro: int,
+                 state: dict | None, *, evaluate, best: BestEpoch | None, flops_per_sample, record, sampler):  # fmt: skip
+        self.fabric, self.precision_plugin, self.method, self.dataset = fabric, precision_plugin, method, dataset
+        self.config, self.run_dir, self.micro, self.record = config, run, micro, record
+        self.evaluate, self.best, self.flops_per_sample = evaluate, best, flops_per_sample
+        self.zero, self.rank, self.world = fabric.is_global_zero, fabric.global_rank, fabric.world_size
+        seed_all(derived_seed(config.seed, self.rank))
+        self.sampler = EpochShardSampler(
+            len(dataset), global_batch=config.batch_size, rank=self.rank, world_size=self.world,
+            seed=config.seed, drop_last=config.drop_last, source=sampler,
+        )  # fmt: skip
+        self.steps_per_epoch = self.sampler.steps_per_epoch()
+        self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
+        optimizer = build_optimizer(method, config)
+        self.scheduler = build_scheduler(optimizer, config, total_steps=self.total_steps)
+        self.model, self.optimizer = fabric.setup(_StepModule(method), optimizer)
+        self.progress = {"step": 0, "epoch": 0, "steps_in_epoch": 0, "samples_seen": 0, "epochs_completed": 0}
+        self.flops: dict[str, Any] = {}
+        if state is not None:
+            restore_training_state(state, method=method, optimizer=optimizer, scheduler=self.scheduler,
+                                   precision_plugin=precision_plugin, rank=self.rank)  # fmt: skip
+            self.progress, self.flops = dict(state["progress"]), dict(state["flops"])
+            if self.best is not None and state["best"]:
+                self.best = BestEpoch(**state["best"])
+            log.info("resumed from %s at step %d (epoch %d)", run.last, self.progress["step"], self.progress["epoch"])
+        device = fabric.device
+        self.ledger = ComputeLedger(
+            device=device, is_global_zero=self.zero, track_energy=config.track_energy,
+            country_iso_code=config.country_iso_code, previous=state["ledger"] if state else None,
+            static={
+                "device_type": device.type, "device_name": device_name(device), "device_count": self.world,
+                "num_nodes": hardware.num_nodes, "cpu_cores": cpu_count(),
+                "precision": hardware.precision, "global_batch": config.batch_size,
+                "per_device_batch": micro, "accumulate": config.accumulate, "dataset_size": len(dataset),
+                "run": record, **flops_fields(self.flops, flops_per_sample),
+            },
+        )  # fmt: skip
+        self.metrics = MetricsLog(
+            run, enabled=self.zero, resume_step=self.progress["step"], resume_epoch=self.progress["epoch"]
+        )
+        self.history: list[dict[str, Any]] = []
+        self.train_time, self.step_lr = 0.0, 0.0
+        self.last_saved_step = self.progress["step"] if state is not None else -1
+
+    def run(self) -> FitResult:
+        config, progress = self.config, self.progress
+        if progress["step"] >= self.total_steps:
+            log.info("%s: the run finished at step %d; nothing to do", self.run_dir.root, progress["step"])
+            compute = json.loads(self.run_dir.compute.read_text()) if self.run_dir.compute.is_file() else {}
+            exported = self.run_dir.exported / "last.safetensors"
+            return self._result(compute, exported if exported.is_file() else None)
+        log.info(
+            "training %s: %d steps (%d per epoch); global batch %d = %d process(es) x %d x accumulate %d; %s",
+            type(self.method).__name__, self.total_steps, self.steps_per_epoch, config.batch_size,
+            self.world, self.micro, config.accumulate, self.ledger.static["precision"],
+        )  # fmt: skip
+        self.method.train()
+        self.since_log = (time.perf_counter(), progress["samples_seen"])
+        bar_on = self.zero and config.progress_bar
+        with ProgressBar(total=self.total_steps, done=progress["step"], enabled=bar_on) as bar:
+            while progress["step"] < self.total_steps:
+                self._run_epoch(bar)
+        return self._finish()
+
+    def _run_epoch(self, bar: ProgressBar) -> None:
+        config, progress, epoch = self.config, self.progress, self.progress["epoch"]
+        if config.schedule_interval == "epoch":
+            apply_schedule(self.scheduler, config, step=progress["step"], epoch=epoch)
+        start = progress["steps_in_epoch"]
+        self.sampler.set_epoch(epoch, skip=start * config.accumulate * self.micro)
+        loader = DataLoader(
+            self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=config.num_workers,
+            pin_memory=self.fabric.device.type == "cuda",
+            generator=torch.Generator().manual_seed(derived_seed(config.seed, epoch, self.rank, start)),
+        )  # fmt: skip
+        batches, sums, steps_here = iter(loader), {}, 0
+        while progress["steps_in_epoch"] < self.steps_per_epoch and progress["step"] < self.total_steps:
+            tic = time.perf_counter()
+            group = list(itertools.islice(batches, config.accumulate))
+            if not group:
+                raise RuntimeError(f"epoch {epoch} ran out of batches at step {progress['step']}")
+            values = self._train_step(group)
+            self.train_time += time.perf_counter() - tic
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps_here += 1
+            progress["step"] += 1
+            progress["steps_in_epoch"] += 1
+            progress["samples_seen"] += sum(batch_size_of(b) for b in group) * self.world
+            bar.advance(epoch=epoch)
+            if progress["step"] % config.log_every_steps == 0 or progress["step"] == self.total_steps:
+                self._log_step(values, bar)
+            if config.checkpoint_every_steps and progress["step"] % config.checkpoint_every_steps == 0:
+                self._save()
+        self._end_epoch(sums, steps_here, complete=progress["steps_in_epoch"] >= self.steps_per_epoch)
+
+    def _train_step(self, group: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One optimiser step over up to ``accumulate`` micro-batches, each weighted by its size."""
+        fabric, config = self.fabric, self.config
+        if config.schedule_interval == "step":
+            apply_schedule(self.scheduler, config, step=self.progress["step"], epoch=self.progress["epoch"])
+        if not self.flops:
+            self._count_flops(group[0])
+        sizes = [batch_size_of(b) for b in group]
+        values: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(group):
+            weight = sizes[i] / sum(sizes)
+            with fabric.no_backward_sync(self.model, enabled=i < len(group) - 1):
+                out = self.model(_Opaque(fabric.to_device(batch)))
+                if not isinstance(out, dict) or "loss" not in out:
+                    raise GreenfmError(f"{type(self.method).__name__}.training_step must return a dict with 'loss'")
+                fabric.backward(out["loss"] * weight)
+            for key, value in out.items():
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    values[key] = values.get(key, 0.0) + value.detach().float().reshape(()) * weight
+        if config.grad_clip is not None:
+            norm = fabric.clip_gradients(
+                self.model, self.optimizer, max_norm=config.grad_clip, error_if_nonfinite=False
+            )
+            values["grad_norm"] = norm.detach().float()
+        self.step_lr = current_lr(self.optimizer)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.method, "on_after_optimizer_step"):
+            self.method.on_after_optimizer_step(self.progress["step"])
+        return values
+
+    def _mean(self, values: dict[str, Any], steps: int = 1) -> dict[str, float]:
+        """Mean over processes (and over ``steps`` when values are sums); every rank must call it."""
+        out = {}
+        for key, value in sorted(values.items()):
+            tensor = torch.as_tensor(value, dtype=torch.float32, device=self.fabric.device) / steps
+            out[key] = float(self.fabric.all_reduce(tensor, reduce_op="mean") if self.world > 1 else tensor)
+        return out
+
+    def _log_step(self, values: dict[str, torch.Tensor], bar: ProgressBar) -> None:
+        progress, mean = self.progress, self._mean(values)
+        if not math.isfinite(mean["loss"]):
+            raise GreenfmError(f"the loss is {mean['loss']} at step {progress['step']}; lower lr or set grad_clip")
+        now, (then, samples_then) = time.perf_counter(), self.since_log
+        images_per_s = (progress["samples_seen"] - samples_then) / max(now - then, 1e-9)
+        self.since_log = (now, progress["samples_seen"])
+        row = {"type": "step", "step": progress["step"], "epoch": progress["epoch"], "lr": self.step_lr, **mean,
+               "samples_seen": progress["samples_seen"], "images_per_s": images_per_s, "time": time.time()}  # fmt: skip
+        self.metrics.write(row)
+        bar.show(loss=row["loss"], lr=row["lr"], images_per_s=images_per_s)
+
+    def _end_epoch(self, sums: dict[str, Any], steps: int, *, complete: bool) -> None:
+        """Epoch row, evaluation and selection; an epoch cut short by max_steps is marked partial."""
+        progress, epoch = self.progress, self.progress["epoch"]
+        row: dict[str, Any] = {"type": "epoch", "epoch": epoch, "step": progress["step"]}
+        row.update({k: v for k, v in self._mean(sums, max(steps, 1)).items() if k != "grad_norm"})
+        row["lr"] = current_lr(self.optimizer)
+        if not complete:
+            row["partial"] = True
+        if self.evaluate is not None:
+            row.update(self._evaluate(epoch))
+        if complete:
+            progress.update(epoch=epoch + 1, steps_in_epoch=0, epochs_completed=progress["epochs_completed"] + 1)
+        self.metrics.write(row)
+        self.history.append(row)
+        log.info("epoch %d: %s", epoch, json.dumps({k: v for k, v in row.items() if k != "type"}))
+        every = self.config.checkpoint_every_epochs
+        if complete and every and progress["epochs_completed"] % every == 0:
+            self._save()
+
+    def _evaluate(self, epoch: int) -> dict[str, float]:
+        metrics = None
+        if self.zero:
+            target = self.method.export_model() if hasattr(self.method, "export_model") else self.method
+            self.method.eval()
+            try:
+                with preserved_rng():
+                    metrics = {k: float(v) for k, v in (self.evaluate(target) or {}).items()}
+            finally:
+                self.method.train()
+            if self.best is not None and self.best.consider(metrics, epoch=epoch, step=self.progress["step"]):
+                best = {"model": self.method.state_dict(), **self.best.to_dict(), "record": self.record}
+                save_checkpoint(best, self.run_dir.best)
+                log.info("best %s = %.6g at epoch %d", self.best.metric, self.best.value, epoch)
+        metrics = self.fabric.broadcast(metrics, src=0)
+        if self.best is not None:
+            self.best = self.fabric.broadcast(self.best, src=0)
+        return metrics
+
+    def _count_flops(self, batch: dict[str, Any]) -> None:
+        """Counted once per run, on rank 0, from the first micro-batch; shared with every rank."""
+        measured = method_flops(self.method, self.fabric.to_device(batch)) if self.zero else None
+        self.flops = {"counted": True, **self.fabric.broadcast(measured, src=0)}
+        self.ledger.static.update(flops_fields(self.flops, self.flops_per_sample))
+
+    def _save(self, ledger: dict[str, Any] | None = None) -> None:
+        """Write ``last.ckpt`` (and a ``step-N.ckpt`` snapshot when asked); every rank must call it."""
+        gathered = gather_objects(self.fabric, {"rng": capture_rng(), "reading": self.ledger.local_reading()})
+        if self.zero:
+            if ledger is None:
+                readings = [g["reading"] for g in gathered]
+                ledger = self.ledger.snapshot(readings, train_time_s=self.train_time, progress=self.progress)
+            state = capture_training_state(
+                method=self.method, optimizer=self.optimizer, scheduler=self.scheduler,
+                precision_plugin=self.precision_plugin, rngs=[g["rng"] for g in gathered], progress=self.progress,
+                best=self.best.to_dict() if self.best and self.best.value is not None else {}, flops=self.flops,
+                ledger=ledger, config=self.config, world_size=self.world, record=self.record,
+            )  # fmt: skip
+            save_checkpoint(state, self.run_dir.last)
+            snapshot(self.run_dir.last, self.progress["step"], self.config.keep_periodic)
+        self.last_saved_step = self.progress["step"]
+        self.fabric.barrier()
+
+    def _finish(self) -> FitResult:
+        readings = gather_objects(self.fabric, self.ledger.local_reading())
+        compute: dict[str, Any] = {}
+        if self.zero:
+            compute = self.ledger.snapshot(readings, train_time_s=self.train_time, progress=self.progress, final=True)
+        if self.last_saved_step != self.progress["step"]:
+            self._save(ledger=compute)
+        exported = None
+        if self.zero:
+            if hasattr(self.method, "export_model"):
+                meta = {"greenfm": json.dumps({"step": self.progress["step"], "record": self.record}, default=str)}
+                exported = save_exported(self.method.export_model(), self.run_dir.exported / "last.safetensors",
+                                         metadata=meta)  # fmt: skip
+            write_compute_json(self.run_dir.compute, compute)
+            log.info("compute:\n%s", print_ledger(compute))
+        self.fabric.barrier()
+        return self._result(compute, exported)
+
+    def _result(self, compute: dict[str, Any], exported: Path | None) -> FitResult:
+        run, best = self.run_dir, self.best if self.best is not None and self.best.value is not None else None
+        return FitResult(
+            run_dir=run.root,
+            steps=self.progress["step"],
+            epochs_completed=self.progress["epochs_completed"],
+            samples_seen=self.progress["samples_seen"],
+            last_checkpoint=run.last if run.last.is_file() else None,
+            best_checkpoint=run.best if best else None,
+            best_metric=best.value if best else None,
+            best_epoch=best.epoch if best else None,
+            history=self.history,
+            compute=compute,
+            exported=exported,
+        )

@@ -1,0 +1,36 @@
+"""Pretraining methods by name.
+
+Each entry maps a recipe name to ``module:Class``; the module is imported only
+when that method is asked for, so one method's dependencies never burden another.
+A method class takes ``(encoder, config)``, has a ``Config`` (a ``GreenfmConfig``)
+and a ``default_train_config()`` holding its recommended optimiser settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from greenfm.errors import ConfigError
+
+_METHODS: dict[str, str] = {
+    "token-reconstruction": "greenfm.methods.token_reconstruction:TokenReconstruction",
+}
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def register_method(name: str, target: str) -> None:
+    """Add a method (``"package.module:Class"``) under ``name``; re-registering a name replaces it."""
+    if ":" not in target:
+        raise ConfigError(f"method target '{target}' must read 'package.module:Class'")
+    _METHODS[name] = target
+
+
+def get_method(name: str) -> type:
+    """The method class registered under ``name``."""
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method '{name}'; valid: {', '.join(available_methods())}")
+    module_name, _, attr = _METHODS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,1 @@
+"""Orchestration behind the API verbs: each module wires data, models, engine and evaluation for one verb."""
