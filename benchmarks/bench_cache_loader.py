@@ -8,8 +8,10 @@ Images: synthetic 512x512 8-bit grey PNGs (smooth, X-ray-like texture, written
 to a temporary folder), and ``../shared/data/covid_cxr_notes`` when present.
 Contract ``cxr-medpeft`` at 224 px (grey cached once, repeated to 3 channels
 when read); batch 64; DataLoader with 0 and 2 workers; one warm-up epoch each.
+"uint8 batches" is the cached loader with ``normalized=False`` (normalise on
+the device); "cxr augment" adds the light CXR augmentation per image.
 
-    .venv/bin/python benchmarks/bench_cache_loader.py [--images 2000 --vit-batches 3]
+    .venv/bin/python benchmarks/bench_cache_loader.py [--images 2000 --vit-batches 3 --pngs DIR]
 
 Prints a table and writes benchmarks/results/cache_loader.json.
 """
@@ -116,6 +118,7 @@ def measure(manifest_path: Path, cache_root: Path, label: str, pil_images: int, 
     store = build_cache(manifest, contract, cache_root, workers=2, progress=False)
     build_s = time.perf_counter() - t0
     cached = ImageDataset(manifest, contract, cache=store)
+    raw = ImageDataset(manifest, contract, cache=store, normalized=False)
     augmented = ImageDataset(manifest, contract, cache=store, augment=get_augment("cxr", contract))
     decoded = ImageDataset(manifest, contract)
     row = {"images": len(manifest), "cache_build_s": round(build_s, 2),
@@ -123,6 +126,7 @@ def measure(manifest_path: Path, cache_root: Path, label: str, pil_images: int, 
            "cache_bytes": int(store.pixels.nbytes)}
     for workers in (0, 2):
         row[f"cached_w{workers}"] = round(loader_rate(cached, workers, repeats=repeats), 1)
+        row[f"cached_uint8_w{workers}"] = round(loader_rate(raw, workers, repeats=repeats), 1)
         row[f"cached_cxr_augment_w{workers}"] = round(loader_rate(augmented, workers, repeats=repeats), 1)
         row[f"pil_w{workers}"] = round(loader_rate(decoded, workers, max_images=pil_images, repeats=repeats), 1)
     print(f"[{label}] done", flush=True)
@@ -135,6 +139,7 @@ def main() -> None:
     parser.add_argument("--pil-images", type=int, default=640, help="images per PIL epoch (decoding is slow)")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per loader (best reported)")
     parser.add_argument("--vit-batches", type=int, default=3)
+    parser.add_argument("--pngs", type=Path, default=None, help="keep (or reuse) the synthetic PNGs in this folder")
     args = parser.parse_args()
 
     # The loaders run in the main process with one thread, as in a DataLoader worker:
@@ -143,9 +148,11 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="greenfm-bench-") as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        synthetic = write_synthetic_pngs(tmp / "synthetic", args.images)
-        print(f"wrote {args.images} PNGs in {time.perf_counter() - t0:.0f} s", flush=True)
+        synthetic = args.pngs / "manifest.csv" if args.pngs else None
+        if synthetic is None or not synthetic.exists():
+            t0 = time.perf_counter()
+            synthetic = write_synthetic_pngs(args.pngs or tmp / "synthetic", args.images)
+            print(f"wrote {args.images} PNGs in {time.perf_counter() - t0:.0f} s", flush=True)
         results["synthetic_512px_png"] = measure(synthetic, tmp / "cache", "synthetic", args.pil_images, args.repeats)
         covid = shared_manifest(tmp)
         if covid is not None:
@@ -158,7 +165,8 @@ def main() -> None:
     header = f"{'data':<22}{'loader':<28}{'0 workers':>11}{'2 workers':>11}{'x PIL (2w)':>12}{'x ViT-S (2w)':>14}"
     print(header + "\n" + "-" * len(header))
     for name, r in results.items():
-        for kind, title in (("cached", "cached (memmap)"), ("cached_cxr_augment", "cached + cxr augment"),
+        for kind, title in (("cached", "cached (memmap)"), ("cached_uint8", "cached, uint8 batches"),
+                            ("cached_cxr_augment", "cached + cxr augment"),
                             ("pil", "PIL decode every epoch")):
             w0, w2 = r[f"{kind}_w0"], r[f"{kind}_w2"]
             print(f"{name:<22}{title:<28}{w0:>11.0f}{w2:>11.0f}{w2 / r['pil_w2']:>12.1f}{w2 / vit:>14.1f}")

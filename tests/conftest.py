@@ -19,3 +19,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (a user's clone has none)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run faster on one thread; tests run in parallel processes instead."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield

@@ -209,3 +209,35 @@ def probe(
                        bootstrap=bootstrap, seed=seed, out=out)
     console.print(result.summary())
     return result
+
+
+# ----------------------------------------------------------------------------- labels from reports
+
+
+def label(
+    *,
+    data: str | Path,
+    out: str | Path,
+    vocab: str = "chexpert14",
+    engine: str = "rules",
+    compare: bool = False,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    llm_api_key: str | None = None,
+    concurrency: int = 24,
+    cache: str | Path | None = None,
+    overwrite: bool = False,
+):
+    """Distil the manifest's free-text reports into finding labels (rules offline, or an LLM endpoint you name).
+
+    Writes a NEW manifest with one column per finding (1/0/-1/blank), an evidence
+    sidecar and a JSON summary; prints prevalence, uncertainty and failure rates.
+    ``compare=True`` also scores the labeler against label columns already present.
+    """
+    from greenfm.labeling import label_manifest
+
+    summary = label_manifest(data, out, vocab=vocab, engine=engine, compare=compare, llm_base_url=llm_base_url,
+                             llm_model=llm_model, llm_api_key=llm_api_key, concurrency=concurrency, cache=cache,
+                             overwrite=overwrite)
+    console.print(summary.to_text())
+    return summary

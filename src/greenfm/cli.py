@@ -163,6 +163,28 @@ def probe(
                  bootstrap=bootstrap, seed=seed, out=out)
 
 
+# ----------------------------------------------------------------------------- label
+
+
+@app.command("label")
+def label(
+    data: Path = typer.Option(..., "--data", help="Manifest with a 'report' column (never overwritten)."),
+    out: Path = typer.Option(..., "--out", help="New manifest to write, with one column per finding."),
+    vocab: str = typer.Option("chexpert14", help="chexpert14, nih14, ct-rate-18, merlin-30, phantom-cxr5 or a YAML file."),
+    engine: str = typer.Option("rules", help="rules (offline, default) or llm (an OpenAI-compatible endpoint you name)."),
+    compare: bool = typer.Option(False, "--compare", help="Score the labeler against label columns already in the manifest."),
+    llm_base_url: Optional[str] = typer.Option(None, help="LLM endpoint base URL (or GREENFM_LLM_BASE_URL); reports go nowhere else."),
+    llm_model: Optional[str] = typer.Option(None, help="LLM model name (or GREENFM_LLM_MODEL)."),
+    llm_api_key: Optional[str] = typer.Option(None, help="API key; prefer the GREENFM_LLM_API_KEY environment variable."),
+    concurrency: int = typer.Option(24, help="Concurrent LLM requests."),
+    cache: Optional[Path] = typer.Option(None, help="LLM answer cache file (reruns cost nothing)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Turn free-text reports into structured labels (1 / 0 / -1 / blank) with evidence."""
+    _api().label(data=data, out=out, vocab=vocab, engine=engine, compare=compare, llm_base_url=llm_base_url,
+                 llm_model=llm_model, llm_api_key=llm_api_key, concurrency=concurrency, cache=cache, overwrite=overwrite)
+
+
 # ----------------------------------------------------------------------------- demo
 
 

@@ -135,6 +135,16 @@ def test_uint16_keeps_precision_and_honours_bits_stored():
     assert x.dtype == torch.float32 and torch.allclose(x[0, 0, -1], torch.tensor(1.0))
 
 
+def test_eight_bit_fast_path_agrees_with_the_float_path():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (90, 60, 3), dtype=np.uint8)
+    for contract in (PRESETS["rfg"].replace(size=40), PRESETS["cxr-medpeft"].replace(size=32, resize="letterbox")):
+        fast = to_contract(image[..., 0] if contract.modality == "xray" else image, contract).astype(int)
+        wide = (image.astype(np.uint16) * 257)[..., 0] if contract.modality == "xray" else image.astype(np.uint16) * 257
+        slow = to_contract(wide, contract).astype(int)  # 16-bit input takes the float32 path
+        assert fast.shape == slow.shape and np.abs(fast - slow).max() <= 1
+
+
 def test_float_and_signed_images_are_scaled_per_image():
     ramp = np.linspace(-3, 5, 9, dtype=np.float32).reshape(3, 3)
     out = to_contract(ramp, Contract(modality="mri", size=3))

@@ -63,7 +63,10 @@ def test_items_have_normalised_images_and_nan_aware_labels(grey_manifest):
     lo, hi = (0 - 0.4978) / 0.2449, (1 - 0.4978) / 0.2449
     assert lo - 1e-5 <= item["image"].min() and item["image"].max() <= hi + 1e-5
     assert "labels" not in ImageDataset(grey_manifest, contract, labels=False)[0]
-    assert ds.findings == ["effusion", "nodule"] and ds.patient_ids[:3] == ["p0", "p0", "p1"]
+    raw = ImageDataset(grey_manifest, contract, normalized=False)[2]["image"]
+    assert raw.dtype == torch.uint8 and raw.shape == (1, 32, 32)
+    assert torch.equal(normalize(raw[None], contract)[0], item["image"])  # batch-wise, e.g. on the GPU
+    assert ds.findings == ["effusion", "nodule"] and ds.patient_ids[:3].tolist() == ["p0", "p0", "p1"]
 
 
 def test_decoding_goes_through_the_contract(grey_manifest):

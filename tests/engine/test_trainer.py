@@ -38,7 +38,15 @@ def test_loss_falls_and_the_run_folder_is_complete(tmp_path):
 
 
 def test_compute_ledger_fields(tmp_path):
-    result = fit(ToyMethod(), ToyData(32), toy_config(epochs=1, track_energy=True), tmp_path, flops_per_sample=1e6)
+    record = {"method": "toy", "data": {"fraction": 0.5}, "manifest": tmp_path / "m.csv"}
+    result = fit(
+        ToyMethod(),
+        ToyData(32),
+        toy_config(epochs=1, track_energy=True),
+        tmp_path,
+        flops_per_sample=1e6,
+        run_record=record,
+    )
     ledger = json.loads((tmp_path / "compute.json").read_text())
     assert ledger == json.loads(json.dumps(result.compute))
     assert ledger["optimizer_steps"] == 2 and ledger["samples_seen"] == 32 and ledger["device_type"] == "cpu"
@@ -46,6 +54,7 @@ def test_compute_ledger_fields(tmp_path):
     assert ledger["forward_flops_per_image"] == 2 * (8 * 32 + 32 * 1)  # the exported MLP
     assert ledger["training_flops_source"] == "method" and ledger["total_training_flops"] == 32e6
     assert ledger["peak_host_rss_bytes"] > 0 and ledger["wall_time_s"] > 0
+    assert ledger["run"] == {"method": "toy", "data": {"fraction": 0.5}, "manifest": str(tmp_path / "m.csv")}
     for key in ("energy_kwh", "co2_kg", "gpu_energy_kwh_nvml", "peak_device_memory_allocated_bytes"):
         value = ledger[key]
         assert value == "unavailable" and ledger["unavailable"][key] if isinstance(value, str) else value > 0
@@ -63,8 +72,9 @@ def test_accumulation_equals_the_doubled_batch(tmp_path):
 
 
 def test_logged_lr_follows_the_schedule(tmp_path):
-    config = toy_config(epochs=3, warmup=3, warmup_lr_init=1e-4, min_lr=1e-4, lr=1e-2)
+    config = toy_config(epochs=3, warmup=3, warmup_lr_init=1e-4, min_lr=1e-4, lr=1e-2, grad_clip=0.5)
     fit(ToyMethod(), ToyData(32), config, tmp_path)
+    assert all(r["grad_norm"] > 0 for r in read_metrics(tmp_path, "step"))  # clipped steps log the pre-clip norm
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     scheduler = build_scheduler(optimizer, config, total_steps=6)
     for row in read_metrics(tmp_path, "step"):

@@ -120,3 +120,10 @@ def test_unreadable_file_is_a_bad_input(tmp_path):
     path.write_bytes(b"not weights")
     with pytest.raises(BadInputError, match="cannot read weights"):
         create_encoder("vit_tiny_test", weights=path)
+
+
+def test_a_file_for_another_model_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.model.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(BadInputError, match="no tensor in the file fits"):
+        create_encoder("vit_tiny_test", weights=path)

@@ -143,6 +143,7 @@ def build_cache(
         table = manifest.table
         n = len(table)
         shape = (n, contract.stored_channels, *contract.size)
+        _check_free_space(root, int(np.prod(shape)) * contract.dtype.itemsize)
         np.lib.format.open_memmap(tmp / PIXELS, mode="w+", dtype=contract.dtype, shape=shape).flush()
         paths = table["path"].astype(str).tolist()
         n_workers = _worker_count(workers, n)
@@ -207,11 +208,16 @@ def _decode_all(paths: list[str], contract: Contract, pixels_path: Path, workers
                 failures += _decode_chunk(start, chunk, contract, pixels_path)
                 advance(len(chunk))
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+            try:
                 futures = {pool.submit(_decode_chunk, s, c, contract, pixels_path): len(c) for s, c in chunks}
                 for future in as_completed(futures):
                     failures += future.result()
                     advance(futures[future])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: stop now, not after every chunk
+                raise
+            pool.shutdown()
     return failures
 
 
@@ -274,6 +280,7 @@ def _meta(manifest: Manifest, contract: Contract, key: str, shape: tuple[int, ..
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "manifest_hash": manifest.hash,
         "manifest_source": str(manifest.source) if manifest.source else None,
+        "manifest_problems": len(manifest.problems),  # rows dropped when the manifest was loaded
         "contract": contract.to_dict(),
         "pixel_fingerprint": contract.pixel_fingerprint,
         "shape": list(shape),
@@ -321,6 +328,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _check_free_space(root: Path, needed: int) -> None:
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise BadInputError(f"the cache needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free", source=str(root))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

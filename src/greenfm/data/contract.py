@@ -232,7 +232,8 @@ def to_contract(
     Intensity first (windows in native units; else unsigned integers scaled by
     ``bits_stored`` or their dtype's range; floats already in [0, 1] kept;
     anything else min-max scaled per image), then channels, then the resize
-    rule in float32, then rounding to the contract's bit depth.
+    rule in float32, then rounding to the contract's bit depth. 8-bit images
+    under an 8-bit contract without windows are resized as bytes directly.
     """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -241,6 +242,14 @@ def to_contract(
         raise BadInputError(f"expected an (H, W) or (H, W, 3|4) image, got shape {arr.shape}", source=source)
     if arr.ndim == 3:
         arr = arr[..., :3]  # drop alpha
+    channels = 1 if arr.ndim == 2 else 3
+    if (arr.dtype == np.uint8 and contract.bit_depth == 8 and contract.windows is None
+            and bits_stored in (None, 8) and channels in (1, contract.stored_channels)):
+        # 8-bit in, 8-bit out: resize the bytes directly (torchvision's SIMD uint8
+        # path, ~6x faster than float32 for large colour images), repeat grey after.
+        x = torch.from_numpy(np.array(arr[None] if channels == 1 else arr.transpose(2, 0, 1), order="C"))
+        out = _resize(x, contract).numpy()
+        return np.ascontiguousarray(np.repeat(out, contract.stored_channels, axis=0) if len(out) != contract.stored_channels else out)
 
     unit = _to_unit(arr, contract, bits_stored, source)  # float32 (C, h, w) in [0, 1]
     unit = _match_channels(unit, contract.stored_channels)
@@ -368,7 +377,7 @@ def _resize(x: torch.Tensor, contract: Contract) -> torch.Tensor:
     s = min(out_h / h, out_w / w)  # letterbox: fit inside, pad with black
     y = scaled(max(1, min(out_h, round(h * s))), max(1, min(out_w, round(w * s))))
     top, left = (out_h - y.shape[-2]) // 2, (out_w - y.shape[-1]) // 2
-    return TF.pad(y, [left, top, out_w - y.shape[-1] - left, out_h - y.shape[-2] - top], fill=0.0)
+    return TF.pad(y, [left, top, out_w - y.shape[-1] - left, out_h - y.shape[-2] - top], fill=0)
 
 
 def _as_contract(c: Contract | Mapping[str, Any], what: str) -> Contract:

@@ -108,7 +108,7 @@ def method_flops(method: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
         out["step_forward_flops_per_sample"] = count_step_flops_per_sample(method, batch)
     except Exception as exc:  # an op the counter cannot follow
         out["step_forward_reason"] = f"training_step could not be counted ({type(exc).__name__}: {exc})"
-    image = batch.get("image")
+    image = batch.get("image") if isinstance(batch, Mapping) else None
     if not hasattr(method, "export_model"):
         out["forward_reason"] = "the method has no export_model()"
     elif not isinstance(image, torch.Tensor):

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -106,6 +105,13 @@ def _nvml_handle(pynvml: Any, device: torch.device) -> Any:
 
 def host_peak_rss_bytes() -> int:
     """Peak resident memory of this process (not its DataLoader workers)."""
+    try:
+        import resource
+    except ImportError:  # Windows: psutil's peak working set
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
@@ -151,7 +157,8 @@ class ComputeLedger:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if not track_energy:
-            self.reasons.update(energy_kwh="energy tracking was switched off (track_energy=False)")
+            off = "energy tracking was switched off (track_energy=False)"
+            self.reasons.update(energy_kwh=off, co2_kg=off, gpu_energy_kwh_nvml=off)
             return
         if is_global_zero:
             try:
@@ -209,6 +216,9 @@ class ComputeLedger:
         totals = {key: self._add(key, session.get(key), reasons) for key in _ADDITIVE}
         if totals["co2_kg"] == UNAVAILABLE and "energy_kwh" in reasons:
             reasons["co2_kg"] = reasons["energy_kwh"]
+        if totals["energy_kwh"] == UNAVAILABLE and _number(totals["gpu_energy_kwh_nvml"]):
+            totals["energy_kwh"] = totals["gpu_energy_kwh_nvml"]  # GPUs only: better than nothing, and said so
+            self.energy_method = "NVML energy counters of the GPUs only (codecarbon unavailable)"
 
         static = self.static
         samples, train_time = int(progress.get("samples_seen", 0)), totals["train_time_s"]

@@ -81,10 +81,10 @@ class RunDir:
 
 def is_rank_zero() -> bool:
     """True unless a launcher (torchrun, SLURM, Fabric) says this process is not global rank 0."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+    for var in ("RANK", "SLURM_PROCID"):
         if var in os.environ:
             return os.environ[var] == "0"
-    return True
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def git_sha() -> str:
@@ -131,7 +131,7 @@ def write_run_config(
     path = RunDir(Path(run_dir)).config
     if is_rank_zero():
         data = {**config_dict, "provenance": provenance(manifest_hash=manifest_hash, seed=seed)}
-        atomic_write_text(path, yaml.safe_dump(_plain(data), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(plain_json(data), sort_keys=False))
     return path
 
 
@@ -157,7 +157,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(_plain(row)) + "\n")
+            handle.write(json.dumps(plain_json(row)) + "\n")
         if self.writer is not None:
             prefix = "epoch/" if row.get("type") == "epoch" else "train/"
             x = row.get("epoch") if row.get("type") == "epoch" else row.get("step")
@@ -216,12 +216,12 @@ def log_to_file(run: RunDir, *, enabled: bool) -> Iterator[None]:
         handler.close()
 
 
-def _plain(value: Any) -> Any:
-    """JSON/YAML-safe copy: paths and other objects become strings, tuples lists, NaN stays float."""
+def plain_json(value: Any) -> Any:
+    """JSON/YAML-safe (and ``weights_only``-safe) copy: paths and other objects become strings, tuples lists, NaN stays float."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if value is None or isinstance(value, bool):
         return value
     for kind in (str, int, float):  # subclasses (torch's version string, numpy scalars) become plain

@@ -41,7 +41,7 @@ from greenfm.engine.ledger import write_compute_json
 from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr
 from greenfm.engine.progress import ProgressBar
 from greenfm.engine.rng import capture_rng, preserved_rng, seed_all
-from greenfm.engine.run_dir import MetricsLog, RunDir, log_to_file
+from greenfm.engine.run_dir import MetricsLog, RunDir, log_to_file, plain_json
 from greenfm.engine.sampler import EpochShardSampler, derived_seed
 from greenfm.engine.selection import BestEpoch
 from greenfm.engine.train_config import TrainConfig
@@ -115,7 +115,7 @@ def fit(
     with log_to_file(run, enabled=fabric.is_global_zero):
         loop = _Loop(fabric, hardware, precision_plugin, method, train_dataset, config, run, micro, state,
                      evaluate=evaluate, best=best, flops_per_sample=flops_per_sample,
-                     record=run_record or {}, sampler=sampler)  # fmt: skip
+                     record=plain_json(run_record or {}), sampler=sampler)  # fmt: skip
         try:
             return loop.run()
         finally:

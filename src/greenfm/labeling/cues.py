@@ -12,8 +12,8 @@ Each cue has a kind:
 - ``term``: ends any scope ("but", "however", "which", ", a large ...").
 
 Phrases are matched on lower-cased text, any whitespace between words. At one
-position the longest phrase wins, so "not excluded" (uncertain) beats "not" (negation) and
-"no change" (pseudo) beats "no".
+position the longest phrase wins, so "not excluded" (uncertain) beats "not"
+(negation) and "no change" (pseudo) beats "no".
 """
 
 from __future__ import annotations
@@ -88,7 +88,6 @@ TERM = (
     "re:and\\s+(?:(?:a|an|the)\\s+)?" + _PRESENT,
 )
 
-KINDS = ("pseudo", "neg_pre", "neg_post", "neg_both", "unc_pre", "unc_post", "unc_both", "term")
 PRE_KINDS = frozenset({"neg_pre", "unc_pre", "neg_both", "unc_both"})
 POST_KINDS = frozenset({"neg_post", "unc_post", "neg_both", "unc_both"})
 NEG_KINDS = frozenset({"neg_pre", "neg_post", "neg_both"})

@@ -40,11 +40,15 @@ SKIPPED_SECTIONS = frozenset({
 })
 _ABBREVIATIONS = frozenset({"dr", "vs", "e.g", "i.e", "approx", "mr", "mrs", "ms", "st", "fig", "cf", "resp"})
 
-_ENGLISH = tuple(f" {w} " for w in ["the", "is", "are", "of", "and", "no", "with", "there", "in", "to", "not", "without", "for", "on", "was", "were", "seen"])
-_FOREIGN = tuple(
-    f" {w} " for w in ["de", "la", "el", "los", "las", "y", "con", "sin", "del", "der", "die", "das", "und", "mit", "ohne", "nicht", "le", "les", "des", "et", "avec", "sans", "une", "il", "della", "delle", "senza", "em", "que", "um", "uma"]
-)
-
+_ENGLISH = frozenset((  # function words of English
+    "the", "is", "are", "of", "and", "no", "with", "there", "in", "to", "not",
+    "without", "for", "on", "was", "were", "seen",
+))
+_FOREIGN = frozenset((  # Spanish, German, French, Italian, Portuguese
+    "de", "la", "el", "los", "las", "y", "con", "sin", "del", "der", "die", "das",
+    "und", "mit", "ohne", "nicht", "le", "les", "des", "et", "avec", "sans", "une",
+    "il", "della", "delle", "senza", "em", "que", "um", "uma",
+))
 
 _SEPARATORS = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
 _ALNUM_RUN = re.compile(r"[a-z0-9]+")
@@ -106,9 +110,8 @@ def looks_english(text: str) -> bool:
         total = sum(len(w) for w in letters)
         if total == 0 or sum(len(w) for w in letters if w.isascii()) < 0.5 * total:
             return False
-    padded = " " + text[:4000].lower().replace(".", " ").replace(",", " ") + " "
-    english = sum(w in padded for w in _ENGLISH)
-    foreign = sum(w in padded for w in _FOREIGN)
+    words = words_of(text[:4000].lower())
+    english, foreign = len(words & _ENGLISH), len(words & _FOREIGN)
     if not english and not foreign and not _WORD.search(text):
         return False
     return not (foreign >= 2 and foreign > english)
@@ -166,7 +169,7 @@ def split_report(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]
         spans.append((start, len(text)))
     if skip_from is not None:
         skipped.append((skip_from, first_end or len(text)))
-    return [(s, e) for s, e in spans if not text[s:e].isspace()], skipped
+    return [(s, e) for s, e in spans if not (text[e - 1].isspace() and text[s:e].isspace())], skipped
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:

@@ -221,6 +221,13 @@ def load_weights(model: nn.Module, weights: str | Path | None, *, library: str) 
     source, path = resolve_weights(weights, model, library=library)
     if path is None:
         return source, LoadReport()
-    report = load_state_dict_into(model, read_state_dict(path))
+    state = read_state_dict(path)
+    report = load_state_dict_into(model, state)
+    if len(report.missing) == len(model.state_dict()):
+        raise BadInputError(
+            f"no tensor in the file fits this model (file keys start {sorted(state)[:3]}); "
+            "is it another architecture, or a training checkpoint rather than model weights?",
+            source=str(path),
+        )
     logger.info("loaded weights from %s", source.get("name", source.get("path")))
     return source, report

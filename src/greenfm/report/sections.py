@@ -187,7 +187,7 @@ def roc_curves(runs: list[RunArtifacts]) -> str:
         uri = roc_grid(curves, skipped)
         body = figure(uri, "ROC curves per finding",
                       "Sensitivity against 1 - specificity on the test split, one panel per finding; the dashed "
-                      "diagonal is chance. A finding with one class among the test images is not scored.") + body  # fmt: skip
+                      "diagonal is chance. A finding that could not be scored shows the reason instead.") + body  # fmt: skip
     return block("roc-curves", body, "Each curve traces every threshold of the model's score.")
 
 

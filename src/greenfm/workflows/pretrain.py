@@ -58,7 +58,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
     out = Path(out)
     method_cls = get_method(config.recipe)
     train_config = build_config(TrainConfig, **{**method_cls.default_train_config(), **config.train})
-    method_cls.Config(**config.method)  # validate before any work starts
+    build_config(method_cls.Config, **config.method)  # validate before any work starts
 
     manifest = load_checked_manifest(config.data, skip_bad=config.skip_bad)
     if manifest.has_splits:
@@ -103,9 +103,35 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
             manifest_hash=manifest.hash,
             seed=train_config.seed,
         )
-    result = fit(method, dataset, train_config, out, resume=resume, run_record=record)
+    flops = training_flops_per_sample(method, dataset)
+    record["training_flops_convention"] = flops[1]
+    result = fit(method, dataset, train_config, out, resume=resume, run_record=record, flops_per_sample=flops[0])
     export_encoder(method.encoder, RunDir(out).exported, preprocessing=contract, metadata=record)
     return result
+
+
+def training_flops_per_sample(method, dataset) -> tuple[float | None, str]:
+    """Training FLOPs per image as METHODS §8 counts them for a frozen-teacher recipe.
+
+    teacher forward + 3 x (student forward + projector); the backward pass costs
+    twice the forward and the frozen teacher has none. Falls back to the engine's
+    3 x forward estimate (``None``) for methods without a teacher.
+    """
+    import torch
+
+    from greenfm.engine.flops import count_forward_flops
+
+    teacher = getattr(method, "teacher", None)
+    if teacher is None:
+        return None, "3 x forward (engine default)"
+    x = dataset[0]["image"].unsqueeze(0)
+    forward = count_forward_flops(teacher, x)
+    projector = 0
+    if getattr(method, "projector", None) is not None:
+        with torch.no_grad():
+            tokens = teacher.forward_features(x)
+        projector = count_forward_flops(method.projector, tokens)
+    return float(forward + 3 * (forward + projector)), "teacher forward + 3 x (student forward + projector)"
 
 
 def load_run_pretrain_config(run_dir: str | Path) -> PretrainConfig:

@@ -53,11 +53,11 @@ class Lesion:
 
 
 CXR_FINDINGS: tuple[FindingSpec, ...] = (
-    FindingSpec("cardiomegaly", 0.14, chronic=True, frailty_weight=0.9),
-    FindingSpec("lung_nodule", 0.09, chronic=True, frailty_weight=0.3),
-    FindingSpec("consolidation", 0.10, chronic=False, frailty_weight=0.8),
-    FindingSpec("pneumothorax", 0.05, chronic=False, frailty_weight=0.5, persistence=0.35),
-    FindingSpec("pleural_effusion", 0.08, chronic=False, frailty_weight=0.9,
+    FindingSpec("cardiomegaly", 0.15, chronic=True, frailty_weight=0.9),
+    FindingSpec("lung_nodule", 0.12, chronic=True, frailty_weight=0.3),
+    FindingSpec("consolidation", 0.12, chronic=False, frailty_weight=0.8),
+    FindingSpec("pneumothorax", 0.08, chronic=False, frailty_weight=0.5, persistence=0.35),
+    FindingSpec("pleural_effusion", 0.09, chronic=False, frailty_weight=0.9,
                 drivers={"cardiomegaly": 1.3, "consolidation": 0.9}, persistence=0.6),
 )
 

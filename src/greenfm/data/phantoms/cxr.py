@@ -110,7 +110,7 @@ def plan_patient(rng: np.random.Generator, course: np.ndarray, site: SiteProfile
     """One ``CxrStudy`` per row of ``course`` (presence per study; columns as ``CXR_FINDINGS``)."""
     col = {spec.name: k for k, spec in enumerate(CXR_FINDINGS)}
     anatomy = sample_anatomy(rng)
-    enlarged_ctr = 0.5 + float(np.clip(rng.exponential(0.045), 0.006, 0.17))  # mostly mild
+    enlarged_ctr = 0.5 + float(np.clip(rng.exponential(0.035), 0.005, 0.17))  # mostly mild
     nodules = [_sample_nodule(rng, anatomy) for _ in range(1 + int(rng.random() < 0.2))]
     studies: list[CxrStudy] = []
     effusions: tuple[tuple[int, float], ...] = ()
@@ -189,7 +189,7 @@ def _sample_consolidation(rng: np.random.Generator, an: ChestAnatomy) -> Consoli
 def _next_effusions(rng: np.random.Generator, prev: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
     if prev and rng.random() < 0.8:  # the same effusion, grown or shrunk
         return tuple((side, float(np.clip(d * rng.uniform(0.6, 1.5), 4, 140))) for side, d in prev)
-    depth = lambda: float(np.clip(np.exp(rng.normal(np.log(28), 0.8)), 4, 140))  # noqa: E731
+    depth = lambda: float(np.clip(np.exp(rng.normal(np.log(32), 0.8)), 4, 140))  # noqa: E731
     if rng.random() < 0.3:
         return ((RIGHT, depth()), (LEFT, depth()))
     return ((RIGHT if rng.random() < 0.55 else LEFT, depth()),)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from greenfm.data.phantoms.raster import band, table_lookup
+from greenfm.data.phantoms.raster import band, upsample
 RIGHT, LEFT = -1, 1
 """Patient sides as signs of X: the patient's right is on the image left."""
 SIDE_NAMES = {RIGHT: "right", LEFT: "left"}
@@ -52,13 +52,10 @@ def sample_anatomy(rng: np.random.Generator) -> ChestAnatomy:
     female = bool(rng.random() < 0.5)
     scale = 0.93 if female else 1.0
     dome_right = float(rng.normal(70, 10))
-    # Vessels run radially: a spiky profile over angle, broken up a little along the radius.
-    coarse = rng.gamma(0.4, 1.0, (96, 1)) * rng.gamma(3.0, 1 / 3.0, (96, 24))
-    coarse = coarse.astype(np.float32)
-    # Upsampled once here so that drawing needs one nearest-cell lookup per pixel.
-    i, j = np.meshgrid(np.arange(VESSEL_CELLS[0]) * (96 / VESSEL_CELLS[0]),
-                       np.arange(VESSEL_CELLS[1]) * (24 / VESSEL_CELLS[1]), indexing="ij")
-    vessels = table_lookup(coarse, i, j)
+    # Vessels run radially: a spiky profile over angle, broken up a little along the radius; upsampled
+    # once here so that drawing needs one nearest-cell lookup per pixel.
+    coarse = rng.gamma(0.4, 1.0, (97, 1)) * rng.gamma(3.0, 1 / 3.0, (97, 25))
+    vessels = upsample(coarse.astype(np.float32), VESSEL_CELLS)
     return ChestAnatomy(
         half_width=float(rng.normal(142, 10) * scale),
         body_margin=float(rng.uniform(10, 36)),

@@ -94,13 +94,17 @@ def _interpolation(size: int, cells: int) -> tuple[np.ndarray, np.ndarray, np.nd
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], cells: int | tuple[int, ...]) -> np.ndarray:
     """Band-limited noise (zero mean, variance 0.5-1): a coarse Gaussian grid smoothly interpolated.
 
-    Features are about ``size / cells`` pixels wide. Interpolation is a pair of
-    gathers per axis, so no BLAS threads are involved.
+    Features are about ``size / cells`` pixels wide.
     """
     cells = (cells,) * len(shape) if isinstance(cells, int) else tuple(cells)
-    out = rng.standard_normal(tuple(c + 1 for c in cells), dtype=np.float32)
-    for axis, (n, c) in enumerate(zip(shape, cells)):
-        left, right, weight = _interpolation(n, c)
+    return upsample(rng.standard_normal(tuple(c + 1 for c in cells), dtype=np.float32), shape)
+
+
+def upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth (C1) interpolation of a grid of ``n + 1`` nodes per axis onto ``shape``; two gathers per axis."""
+    out = coarse
+    for axis, n in enumerate(shape):
+        left, right, weight = _interpolation(n, coarse.shape[axis] - 1)
         w = weight.reshape([-1 if a == axis else 1 for a in range(len(shape))])
         lo = out.take(left, axis=axis)
         out = lo + (out.take(right, axis=axis) - lo) * w
@@ -117,21 +121,6 @@ def smoothstep(x):
     """0 below 0, 1 above 1, smooth in between."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
-
-
-def table_lookup(table: np.ndarray, i, j):
-    """Bilinear lookup in a 2D table, periodic in the first index and clamped in the second."""
-    n, m = table.shape
-    i = np.mod(i, n)
-    j = np.clip(j, 0, m - 1.001)
-    i0, j0 = i.astype(np.intp), j.astype(np.intp)
-    fi, fj = i - i0, j - j0
-    flat = table.ravel()
-    k00 = i0 * m + j0
-    k10 = np.where(i0 == n - 1, j0, k00 + m)
-    top = flat.take(k00) + (flat.take(k00 + 1) - flat.take(k00)) * fj
-    bottom = flat.take(k10) + (flat.take(k10 + 1) - flat.take(k10)) * fj
-    return top + (bottom - top) * fi
 
 
 def segment_distance(x, y, start: tuple[float, float], end: tuple[float, float]):

@@ -100,7 +100,7 @@ SITES: dict[str, SiteProfile] = {
     "A": SiteProfile(
         name="A",
         description="outpatient clinic, erect PA films on a flat-panel detector",
-        odds_scale={"pneumothorax": 0.6, "consolidation": 0.8},
+        odds_scale={"pneumothorax": 0.9, "consolidation": 0.9},
         frailty_shift=-0.3,
         portable_fraction=0.03,
         device_fraction=0.03,

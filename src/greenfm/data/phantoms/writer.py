@@ -25,6 +25,7 @@ pericardial_effusion, emphysema, cardiomegaly.
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
@@ -101,7 +102,8 @@ def generate_phantoms(
     job = _Job(kind, str(out), profile, size, int(seed), (lo, hi), unmentioned == "missing")
     n_patients = int(n_patients)
     n_workers = _worker_count(workers, n_patients * (lo + hi) / 2 * (1 if kind == "cxr" else 60))
-    chunks = [range(a, min(a + 64, n_patients)) for a in range(0, n_patients, 64)]
+    step = max(1, min(64, -(-n_patients // (4 * n_workers))))
+    chunks = [range(a, min(a + step, n_patients)) for a in range(0, n_patients, step)]
     if n_workers > 1 and len(chunks) > 1:
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
@@ -154,7 +156,7 @@ class _Job:
             for row, image in cxr_patient(rng, patient_id, n_studies, self.site, self.size,
                                           unmentioned_missing=self.unmentioned_missing):
                 rel = f"images/{patient_id}/{row['id']}.png"
-                Image.fromarray(image).save(Path(self.out_dir) / rel, format="PNG", compress_level=3)
+                (Path(self.out_dir) / rel).write_bytes(_png(image))
                 rows.append({"path": rel, **row})
         else:
             for row, volume, spacing in ct_patient(rng, patient_id, n_studies, self.site, self.size,
@@ -163,6 +165,13 @@ class _Job:
                 write_nifti(Path(self.out_dir) / rel, volume, spacing)
                 rows.append({"path": rel, **row})
         return rows
+
+
+def _png(image: np.ndarray) -> bytes:
+    """8-bit grey PNG bytes (encoding in memory is cheaper than letting PIL write the file)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
 
 
 def _prepare(out: Path) -> Path:

@@ -1,0 +1,541 @@
+"""``greenfm finetune``: adapt an encoder to a labelled, split manifest (linear, LoRA or full).
+
+The verb loads the encoder (``load_encoder``) and the manifest (train, val and test
+splits required), keeps a nested patient-grouped share of the *training* patients
+(``label_fraction``; val and test are never reduced), trains with the engine through
+``greenfm.adapt.finetune.finetune`` (best validation macro AUROC selected, test
+scored once) and adds patient-bootstrap 95% CIs to the test metrics.
+
+Default optimisation (MED-PEFT, METHODS 6.2, scaled to small data), per mode;
+every value can be overridden (``config`` YAML of ``TrainConfig`` fields, or options):
+
+==============  =========================================================================
+batch           64, but at most a quarter of the training images (at least 8), so a
+                tiny subset still takes several steps per epoch
+lr              base lr x batch / 256 (MED-PEFT's ``blr`` rule); base lr ``linear`` 1e-2,
+                ``lora`` 3e-3 (MED-PEFT's recommended CXR-MAE LoRA value at 1% and 100%),
+                ``full`` 5e-4 (its released full fine-tuning baseline)
+epochs          enough for ~300 optimiser steps, within 20-100 (MED-PEFT trains
+                100-400 epochs on far larger sets)
+schedule        per step: linear warm-up from 0 over 5 epochs (at most 10% of the
+                steps), then half-cosine to 1e-6
+optimiser       AdamW, weight decay 0.05 on >= 2-D tensors, layer decay 0.65
+loss            BCE-with-logits per finding (uncertain / unknown labels masked);
+                cross-entropy for one-hot multi-class manifests
+==============  =========================================================================
+
+Output: the engine's run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
+``compute.json``) plus ``finetune.json`` (test metrics with CIs), ``exported/best.safetensors``
+(LoRA merged), ``predictions.parquet`` (val/test scores) and ``label_fraction.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from greenfm.adapt.classifier import ClassifierConfig, Mode
+from greenfm.adapt.finetune import FinetuneResult, finetune, predict
+from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
+from greenfm.config import GreenfmConfig, build_config, read_yaml
+from greenfm.data.contract import Contract
+from greenfm.data.dataset import ImageDataset
+from greenfm.data.manifest import Manifest
+from greenfm.data.splits import FractionPlan, nested_label_fractions
+from greenfm.engine import TrainConfig, write_run_config
+from greenfm.engine.run_dir import RunDir, is_rank_zero
+from greenfm.errors import BadInputError, ConfigError
+from greenfm.models.backbones import Encoder
+from greenfm.workflows.inputs import encoder_contract, image_dataset, load_checked_manifest, load_encoder
+
+log = logging.getLogger(__name__)
+
+MODE_BASE_LR = {"linear": 1e-2, "lora": 3e-3, "full": 5e-4}
+REFERENCE_BATCH = 256
+MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH = 64, 8, 4
+TARGET_STEPS, EPOCH_RANGE = 300, (20, 100)
+WARMUP_EPOCHS, WARMUP_MAX_SHARE, MIN_LR = 5, 0.1, 1e-6
+AUTO_AUGMENT = {"fundus": "rfg", "photo": "rfg", "xray": "cxr", "us": "cxr"}
+SPLIT_NAMES = ("train", "val", "test")
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "precision", "devices", "seed")
+
+
+class FinetuneConfig(GreenfmConfig):
+    """Everything ``greenfm finetune`` was asked; saved in ``config.yaml`` (``finetune:``)."""
+
+    model: str = Field(..., description="Run folder, export folder, weights file (with backbone) or 'random'.")
+    data: str = Field(..., description="Manifest with train / val / test splits (`greenfm data split`).")
+    mode: Mode = Field("lora", description="linear (head only), lora (LoRA + head) or full (everything).")
+    preset: str = Field("med-peft", description="LoRA preset: med-peft (Q/V of fused qkv) or broad.")
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (update scaled by alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    layer_decay: float = Field(DEFAULT_LAYER_DECAY, gt=0, le=1, description="Layer-wise lr decay (1 = off).")
+    task: Literal["auto", "binary", "multilabel", "multiclass"] = Field(
+        "auto", description="auto: multi-class when every row is one-hot over several findings, else multi-label."
+    )
+    findings: list[str] | None = Field(None, description="Finding columns to learn (default: all).")
+    pos_weight: Literal["balanced"] | list[float] | None = Field(
+        None, description="BCE positive weights: 'balanced' (neg/pos per finding on train) or one per finding."
+    )
+    balanced: bool = Field(False, description="Draw training images evenly over label combinations.")
+    backbone: str | None = Field(None, description="Architecture for a weights file or 'random'.")
+    img_size: int | None = Field(None, description="Input side for a weights file or 'random'.")
+    contract: str | None = Field(None, description="Preprocessing preset or JSON (default: the encoder's own).")
+    modality: str | None = Field(None, description="Override the contract's modality (xray, fundus, us, ...).")
+    augment: str = Field("auto", description="Training augmentation: auto (by modality), rfg, cxr, medpeft or none.")
+    label_fraction: float = Field(1.0, gt=0, le=1, description="Share of training patients whose labels are used.")
+    fraction_seed: int = Field(0, description="Seed of the nested patient-grouped fraction draw.")
+    cache: str | None = Field(None, description="Decode-once cache root (default: $GREENFM_CACHE_DIR).")
+    skip_bad: bool = Field(False, description="Skip unusable rows or images and count them.")
+    bootstrap: int = Field(1000, ge=0, description="Patient-bootstrap resamples for the test CIs (0: none).")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides.")
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def default_batch_size(n_train: int) -> int:
+    """64, at most a quarter of the training images, at least 8 (never above n_train)."""
+    return max(1, min(MAX_BATCH, n_train, max(MIN_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH))))
+
+
+def build_train_config(mode: str, n_train: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The per-mode MED-PEFT defaults (module docstring) for ``n_train`` images, then ``overrides``."""
+    if mode not in MODE_BASE_LR:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODE_BASE_LR)}")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    batch = int(overrides.get("batch_size", default_batch_size(n_train)))
+    steps_per_epoch = max(1, math.ceil(n_train / max(batch, 1)))
+    epochs = int(overrides.get("epochs", min(max(math.ceil(TARGET_STEPS / steps_per_epoch), EPOCH_RANGE[0]), EPOCH_RANGE[1])))
+    total = epochs * steps_per_epoch
+    if overrides.get("max_steps"):
+        total = min(total, int(overrides["max_steps"]))
+    lr = float(overrides.get("lr", MODE_BASE_LR[mode] * batch / REFERENCE_BATCH))
+    defaults = {
+        "epochs": epochs,
+        "batch_size": batch,
+        "lr": lr,
+        "min_lr": min(MIN_LR, lr),
+        "warmup": min(WARMUP_EPOCHS * steps_per_epoch, int(WARMUP_MAX_SHARE * total)),
+        "warmup_lr_init": 0.0,
+        "weight_decay": 0.05,
+        "schedule": "cosine",
+        "schedule_interval": "step",
+        "num_workers": 0 if n_train < 2048 else min(4, os.cpu_count() or 1),
+        "log_every_steps": max(1, min(10, steps_per_epoch)),
+    }
+    return build_config(TrainConfig, **{**defaults, **overrides})
+
+
+def auto_augment(modality: str) -> str:
+    """Light geometric augmentation for grey X-ray / ultrasound, RETFound-Green's for colour, else none."""
+    return AUTO_AUGMENT.get(modality, "none")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class FinetuneData:
+    """A checked manifest split three ways, its task, and the decode-once cache it reads from."""
+
+    manifest: Manifest  # usable rows only (unreadable images left out with skip_bad)
+    splits: dict[str, Manifest]
+    task: str  # "multilabel" or "multiclass"
+    names: list[str]  # findings (multi-label) or class columns (multi-class)
+    contract: Contract
+    cache: Any  # CacheStore or None
+
+    def dataset(self, manifest: Manifest, names: Sequence[str], augment=None) -> ImageDataset:
+        return ImageDataset(manifest, self.contract, cache=self.cache, augment=augment, findings=list(names))
+
+
+def prepare_data(
+    data: str | Path | Manifest,
+    encoder: Encoder,
+    *,
+    findings: Sequence[str] | None = None,
+    task: str = "auto",
+    contract: str | None = None,
+    modality: str | None = None,
+    cache: str | Path | None = None,
+    skip_bad: bool = False,
+) -> FinetuneData:
+    """Load and check the manifest, resolve the task and build (or reuse) the image cache."""
+    from greenfm.workflows.pretrain import default_cache_root
+
+    manifest = load_checked_manifest(data, skip_bad=skip_bad)
+    splits = _three_splits(manifest)
+    task, names = resolve_task(manifest, findings, task)
+    the_contract = encoder_contract(encoder, contract, modality=modality)
+    whole = image_dataset(manifest, the_contract, cache_root=cache or default_cache_root(), skip_bad=skip_bad)
+    if len(whole) < len(manifest):  # unreadable images left out when the cache was built
+        manifest = whole.manifest
+        splits = _three_splits(manifest)
+    return FinetuneData(manifest, splits, task, names, the_contract, whole.cache)
+
+
+def resolve_task(manifest: Manifest, findings: Sequence[str] | None, task: str) -> tuple[str, list[str]]:
+    """("multilabel" | "multiclass", names); ``binary`` is multi-label with one finding."""
+    names = list(findings) if findings else list(manifest.findings)
+    if not names:
+        raise BadInputError("the manifest has no finding columns to learn", source=_source(manifest))
+    unknown = [n for n in names if n not in manifest.findings]
+    if unknown:
+        raise BadInputError(f"finding(s) {unknown} not in the manifest; it has {manifest.findings}", source=_source(manifest))
+    labels = manifest.labels(names)
+    empty = [n for n, col in zip(names, labels.T) if not np.isfinite(col).any()]
+    if len(empty) == len(names):
+        raise BadInputError(f"every finding asked for is unlabelled (all empty): {empty}", source=_source(manifest))
+    if task == "binary" and len(names) != 1:
+        raise ConfigError(f"task 'binary' needs one finding, got {len(names)}: {names}")
+    one_hot = len(names) > 1 and np.isin(labels, [0, 1]).all() and (labels.sum(axis=1) == 1).all()
+    if task == "multiclass" and not one_hot:
+        raise BadInputError(
+            "multi-class fine-tuning needs two or more finding columns with exactly one 1 per row",
+            source=_source(manifest),
+        )
+    if task == "auto":
+        task = "multiclass" if one_hot else "multilabel"
+    return ("multilabel" if task == "binary" else task), names
+
+
+def trainable_findings(labels: np.ndarray, names: Sequence[str], task: str) -> tuple[list[str], dict[str, str]]:
+    """The findings a training subset can teach, and why the others cannot (counted skips).
+
+    Multi-label: a finding needs both a positive and a negative label. Multi-class: two
+    classes must be present; absent classes stay in the softmax (they are reported).
+    """
+    y = np.asarray(labels, dtype=float)
+    if task == "multiclass":
+        present = [n for n, col in zip(names, y.T) if (col == 1).any()]
+        if len(present) < 2:
+            raise BadInputError(f"multi-class training needs two classes in train, found {present or 'none'}")
+        return list(names), {}
+    kept, skipped = [], {}
+    for name, col in zip(names, y.T):
+        n_pos, n_neg = int((col == 1).sum()), int((col == 0).sum())
+        if n_pos + n_neg == 0:
+            skipped[name] = "no labels in train"
+        elif n_pos == 0:
+            skipped[name] = f"no positive in train ({n_neg} negatives)"
+        elif n_neg == 0:
+            skipped[name] = f"only one class in train ({n_pos} positives, no negative)"
+        else:
+            kept.append(name)
+    return kept, skipped
+
+
+def fraction_plan(train: Manifest, fractions: Sequence[float], *, seed: int, names: Sequence[str]) -> FractionPlan:
+    """Nested patient-grouped subsets of the training split (stratified by ``names``)."""
+    with warnings.catch_warnings():  # findings left without positives are skipped and counted by the caller
+        warnings.simplefilter("ignore")
+        return nested_label_fractions(train, fractions, seed=seed, findings=list(names))
+
+
+def holds_a_patient(fraction: float, n_patients: int) -> bool:
+    """False when ``fraction`` of ``n_patients`` rounds to no patient at all."""
+    return fraction * n_patients >= 0.5
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def finetune_and_score(
+    backbone: Any,
+    data: FinetuneData,
+    train: Manifest,
+    *,
+    classifier: ClassifierConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    augment: str,
+    bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
+    pos_weight: Any = None,
+    balanced: bool = False,
+    resume: bool | str = False,
+    run_record: dict[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[FinetuneResult, dict[str, str]]:
+    """Fine-tune on ``train`` (a subset of ``data``'s train split), then add patient-bootstrap CIs.
+
+    Returns the result (``test`` with CIs; ``finetune.json`` rewritten with them) and the
+    findings skipped because ``train`` cannot teach them.
+    """
+    from greenfm.data.augment import get_augment
+
+    names, skipped = trainable_findings(train.labels(data.names), data.names, data.task)
+    if not names:
+        raise BadInputError("no finding can be trained: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    for name, why in skipped.items():
+        echo(f"skipped finding {name}: {why}")
+    if isinstance(pos_weight, list):
+        pos_weight = np.asarray([pos_weight[data.names.index(n)] for n in names], dtype=np.float32)
+    classifier = classifier.model_copy(update={"num_classes": len(names)})
+    train_ds = data.dataset(train, names, augment=get_augment(augment, data.contract))
+    val_ds, test_ds = (data.dataset(data.splits[s], names) for s in ("val", "test"))
+    _warn_unscorable(val_ds, names, data.task, echo)
+
+    captured: dict[str, Any] = {}
+
+    def fit_and_keep(method, *args, **kwargs):  # keeps the method: its best epoch is restored in place
+        from greenfm.engine import fit
+
+        captured["method"] = method
+        return fit(method, *args, **kwargs)
+
+    record = {**(run_record or {}), "trained_findings": names, "skipped_findings": skipped}
+    result = finetune(
+        backbone, train_ds, val_ds, test_ds, classifier=classifier, train_config=train_config, run_dir=run_dir,
+        task=data.task, names=names, pos_weight=pos_weight, balanced=balanced, resume=resume, run_record=record,
+        eval_batch_size=max(64, train_config.batch_size), fit=fit_and_keep, echo=echo,
+    )  # fmt: skip
+    if is_rank_zero() and len(test_ds) and "method" in captured:
+        method = captured["method"]
+        test_metrics, predictions = _score_with_intervals(method, test_ds, data.task, names, bootstrap, bootstrap_seed)
+        _, val_predictions = _score_with_intervals(method, val_ds, data.task, names, 0, 0)
+        result.test = test_metrics.to_dict()
+        out = result.to_dict() | {"skipped_findings": skipped, "trained_findings": names}
+        (run_dir / "finetune.json").write_text(json.dumps(_json_safe(out), indent=2) + "\n")
+        pd.concat([val_predictions.assign(split="val"), predictions.assign(split="test")])[
+            ["id", "patient_id", "split", "finding", "label", "score"]
+        ].to_parquet(run_dir / "predictions.parquet", index=False)
+    return result, skipped
+
+
+def _score_with_intervals(method, dataset: ImageDataset, task: str, names, n_resamples: int, seed: int):
+    """Test metrics (with patient-bootstrap CIs when ``n_resamples``) and the long predictions table."""
+    from greenfm.adapt.objective import class_indices
+    from greenfm.evaluate.bootstrap import bootstrap_metrics
+    from greenfm.evaluate.metrics import compute_metrics
+
+    import torch
+
+    labels, scores = predict(method, dataset, batch_size=256)
+    if task == "multiclass":
+        y = class_indices(torch.from_numpy(labels)).numpy().astype(float)
+        y[y < 0] = np.nan
+        targets = np.where(np.isfinite(y)[:, None], (y[:, None] == np.arange(len(names))).astype(float), np.nan)
+    else:
+        y, targets = labels, np.where(labels == -1, np.nan, labels)
+    patients = np.asarray(dataset.patient_ids)
+    if n_resamples:
+        metrics = bootstrap_metrics(y, scores, patients, task=task, names=names, n_resamples=n_resamples, seed=seed)
+    else:
+        metrics = compute_metrics(y, scores, task=task, names=names)
+    long = pd.DataFrame({
+        "id": np.repeat(np.asarray(dataset.ids), len(names)),
+        "patient_id": np.repeat(patients, len(names)),
+        "finding": np.tile(np.asarray(names, dtype=object), len(dataset)),
+        "label": targets.reshape(-1),
+        "score": scores.reshape(-1),
+    })  # fmt: skip
+    return metrics, long
+
+
+def _warn_unscorable(val: ImageDataset, names, task: str, echo) -> None:
+    labels = val.manifest.labels(names)
+    scorable = [(col == 1).any() and (col == 0).any() for col in labels.T]
+    if task == "multiclass":
+        scorable = [sum(scorable) >= 1]
+    if not any(scorable):
+        echo("warning: no finding has both classes in the validation split; nothing is selected, the last epoch is tested")
+
+
+# ----------------------------------------------------------------------------- the verb
+
+
+def run_finetune(
+    *,
+    model: str | Path | None = None,
+    data: str | Path | None = None,
+    out: str | Path,
+    mode: str = "lora",
+    preset: str = "med-peft",
+    rank: int = 8,
+    alpha: float = 32,
+    lora_dropout: float = 0.1,
+    layer_decay: float = DEFAULT_LAYER_DECAY,
+    task: str = "auto",
+    findings: Sequence[str] | None = None,
+    pos_weight: str | Sequence[float] | None = None,
+    balanced: bool = False,
+    config: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    precision: str | None = None,
+    devices: int | None = None,
+    seed: int | None = None,
+    backbone: str | None = None,
+    img_size: int | None = None,
+    contract: str | None = None,
+    modality: str | None = None,
+    augment: str = "auto",
+    label_fraction: float = 1.0,
+    fraction_seed: int = 0,
+    bootstrap: int = 1000,
+    cache: str | Path | None = None,
+    skip_bad: bool = False,
+    resume: bool = False,
+    echo: Callable[[str], None] = print,
+) -> FinetuneResult:
+    """Fine-tune ``model`` on the manifest ``data`` into the run folder ``out`` (module docstring).
+
+    ``config`` is a YAML file of ``TrainConfig`` overrides; explicit ``epochs``,
+    ``batch_size``, ``lr``, ``precision``, ``devices`` and ``seed`` override it.
+    ``resume=True`` continues the interrupted run in ``out`` with its saved options
+    (then only those training options may be given, and only ones the engine allows).
+    """
+    out = Path(out)
+    explicit = dict(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, devices=devices, seed=seed)
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    saved_train: dict[str, Any] | None = None
+    if resume:
+        cfg, saved_train = load_run_finetune_config(out)
+    else:
+        if model is None or data is None:
+            raise ConfigError("fine-tuning needs a model and a data manifest (or resume=True on a run folder)")
+        overrides = {**(read_yaml(config) if config is not None else {}), **explicit}
+        cfg = build_config(
+            FinetuneConfig, model=str(model), data=str(data), mode=mode, preset=preset, rank=rank, alpha=alpha,
+            lora_dropout=lora_dropout, layer_decay=layer_decay, task=task,
+            findings=list(findings) if findings else None,
+            pos_weight=list(pos_weight) if pos_weight is not None and not isinstance(pos_weight, str) else pos_weight,
+            balanced=balanced, backbone=backbone, img_size=img_size, contract=contract, modality=modality,
+            augment=augment, label_fraction=label_fraction, fraction_seed=fraction_seed,
+            cache=str(cache) if cache else None, skip_bad=skip_bad, bootstrap=bootstrap, train=overrides,
+        )  # fmt: skip
+        build_config(TrainConfig, **{"lr": 1.0, "min_lr": 0.0, **cfg.train})  # unknown or bad keys fail now
+    classifier = classifier_config(cfg)
+
+    encoder = load_encoder(cfg.model, backbone=cfg.backbone, img_size=cfg.img_size)
+    check_lora_targets(encoder, cfg.mode, cfg.preset)
+    prepared = prepare_data(cfg.data, encoder, findings=cfg.findings, task=cfg.task, contract=cfg.contract,
+                            modality=cfg.modality, cache=cfg.cache, skip_bad=cfg.skip_bad)  # fmt: skip
+    if isinstance(cfg.pos_weight, list) and len(cfg.pos_weight) != len(prepared.names):
+        raise ConfigError(f"pos_weight has {len(cfg.pos_weight)} values for {len(prepared.names)} findings")
+    full_train = prepared.splits["train"]
+    n_patients = int(full_train.table["patient_id"].nunique())
+    if not holds_a_patient(cfg.label_fraction, n_patients):
+        raise BadInputError(f"label fraction {cfg.label_fraction:g} of {n_patients} training patients holds no "
+                            f"patient; use at least {0.5 / n_patients:.2g}")  # fmt: skip
+    plan = fraction_plan(full_train, [cfg.label_fraction], seed=cfg.fraction_seed, names=prepared.names)
+    train = plan.subset(full_train, cfg.label_fraction)
+    counts = subset_counts(train, full_train)
+    echo(f"training on {counts['n_train_images']} images of {counts['n_train_patients']} patients "
+         f"({counts['actual_fraction']:.1%} of the training images; label fraction {cfg.label_fraction:g}, "
+         f"seed {cfg.fraction_seed})")  # fmt: skip
+
+    if saved_train is not None:
+        train_config = build_config(TrainConfig, **{**saved_train, **explicit})
+    else:
+        train_config = build_train_config(cfg.mode, len(train), cfg.train)
+    augment_name = cfg.augment if cfg.augment != "auto" else auto_augment(prepared.contract.modality)
+    record = {
+        "mode": cfg.mode, "model_ref": cfg.model, "init_weights": encoder.weights_source,
+        "contract": prepared.contract.to_dict(), "augment": augment_name, "task": prepared.task,
+        "manifest_hash": prepared.manifest.hash, "label_fraction": cfg.label_fraction,
+        "fraction_seed": cfg.fraction_seed, **counts,
+    }  # fmt: skip
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_config(out, {"finetune": cfg.to_dict(), "train": train_config.to_dict(), "record": record},
+                         manifest_hash=prepared.manifest.hash, seed=train_config.seed)  # fmt: skip
+        plan.save(out / "label_fraction.json")
+    result, _ = finetune_and_score(
+        encoder.model, prepared, train, classifier=classifier, train_config=train_config, run_dir=out,
+        augment=augment_name, bootstrap=cfg.bootstrap, pos_weight=cfg.pos_weight, balanced=cfg.balanced,
+        resume="auto" if resume else False, run_record=record, echo=echo,
+    )  # fmt: skip
+    if result.test and result.test.get("macro_auroc_ci"):
+        low, high = result.test["macro_auroc_ci"]
+        echo(f"test macro AUROC {result.test['macro_auroc']:.4f} [{low:.4f}, {high:.4f}] "
+             f"({cfg.bootstrap} patient-bootstrap resamples)")  # fmt: skip
+    return result
+
+
+def classifier_config(cfg: FinetuneConfig, num_classes: int = 1) -> ClassifierConfig:
+    """The ``ClassifierConfig`` of a run (``num_classes`` is set once the findings are known)."""
+    from greenfm.adapt.lora import get_preset
+
+    get_preset(cfg.preset)  # an unknown preset lists the valid ones before any work
+    return build_config(ClassifierConfig, num_classes=num_classes, mode=cfg.mode, preset=cfg.preset, rank=cfg.rank,
+                        alpha=cfg.alpha, dropout=cfg.lora_dropout, layer_decay=cfg.layer_decay)  # fmt: skip
+
+
+def check_lora_targets(encoder: Encoder, mode: str, preset: str) -> None:
+    """A LoRA preset naming modules the model lacks fails before any data is read."""
+    if mode != "lora":
+        return
+    from greenfm.adapt.lora import get_preset, missing_targets
+
+    missing = missing_targets(encoder.model, get_preset(preset).targets)
+    if missing:
+        raise ConfigError(f"LoRA preset {preset!r} targets module(s) {', '.join(missing)} that this "
+                          f"{encoder.spec.get('name', type(encoder.model).__name__)} does not have")  # fmt: skip
+
+
+def subset_counts(subset: Manifest, full_train: Manifest) -> dict[str, Any]:
+    """Actual labelled training images and patients used, and the share of training images."""
+    return {
+        "n_train_images": len(subset),
+        "n_train_patients": int(subset.table["patient_id"].nunique()),
+        "actual_fraction": len(subset) / max(1, len(full_train)),
+    }
+
+
+def load_run_finetune_config(run_dir: str | Path) -> tuple[FinetuneConfig, dict[str, Any]]:
+    """The options and training config a fine-tuning run folder was started with (for resume)."""
+    path = RunDir(Path(run_dir)).config
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml; not a greenfm run folder to resume")
+    saved = read_yaml(path)
+    if "finetune" not in saved:
+        raise ConfigError(f"{path}: not a fine-tuning run")
+    return FinetuneConfig(**saved["finetune"]), dict(saved.get("train", {}))
+
+
+def _three_splits(manifest: Manifest) -> dict[str, Manifest]:
+    if not manifest.has_splits:
+        raise BadInputError("the manifest has no 'split' column; run `greenfm data split` first", source=_source(manifest))
+    split = manifest.table["split"]
+    splits = {name: manifest.subset((split == name).fillna(False).to_numpy(dtype=bool)) for name in SPLIT_NAMES}
+    empty = [name for name, part in splits.items() if len(part) == 0]
+    if empty:
+        raise BadInputError(f"the manifest has no rows in split(s) {empty}; fine-tuning needs train, val and test "
+                            "(run `greenfm data split`)", source=_source(manifest))  # fmt: skip
+    return splits
+
+
+def _source(manifest: Manifest) -> str | None:
+    return str(manifest.source) if manifest.source else None
+
+
+def _json_safe(value: Any) -> Any:
+    from greenfm.evaluate.metrics import json_safe
+
+    return json_safe(value)
+
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneData",
+    "build_train_config",
+    "finetune_and_score",
+    "prepare_data",
+    "run_finetune",
+]
