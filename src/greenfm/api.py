@@ -112,6 +112,7 @@ def pretrain(
     batch_size: int | None = None,
     lr: float | None = None,
     devices: int | None = None,
+    num_nodes: int | None = None,
     precision: str | None = None,
     num_workers: int | None = None,
     seed: int | None = None,
@@ -131,7 +132,7 @@ def pretrain(
     train_overrides = {
         k: v
         for k, v in dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
-                         precision=precision, num_workers=num_workers, seed=seed).items()
+                         num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed).items()
         if v is not None
     }
     if resume:

@@ -111,7 +111,8 @@ def pretrain(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    devices: Optional[int] = typer.Option(None, help="Devices (processes) for DDP."),
+    devices: Optional[int] = typer.Option(None, help="Devices (processes) per node for DDP."),
+    num_nodes: Optional[int] = typer.Option(None, help="Machines (with torchrun or SLURM)."),
     precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per device."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
@@ -122,7 +123,7 @@ def pretrain(
     """Continual pretraining of an image encoder (Token Reconstruction by default)."""
     _api().pretrain(data=data, out=out, recipe=recipe, backbone=backbone, init=init, img_size=img_size, config=config,
                     epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
-                    precision=precision, num_workers=num_workers, seed=seed, cache=cache, skip_bad=skip_bad, resume=resume)
+                    num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed, cache=cache, skip_bad=skip_bad, resume=resume)
 
 
 @app.command("embed")

@@ -81,7 +81,9 @@ def test_load_weights_reads_every_format(tmp_path, kind):
         path = save_checkpoint({"model": source.state_dict(), "optimizer": {}}, tmp_path / "last.ckpt")
     report = load_weights(target, path)
     assert report.exact
-    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True)
+    )
 
 
 def test_load_weights_strict_and_lenient(tmp_path):

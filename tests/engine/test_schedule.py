@@ -48,7 +48,7 @@ def test_step_schedule_spans_the_run_and_constant_stays_flat():
     assert cosine[0] == 0.0 and cosine[1] == pytest.approx(0.5)
     # warm-up counts inside the horizon (warmup_prefix=False): step t of 10 is on the cosine at t
     assert cosine[2] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 2 / 10)))
-    assert all(a > b for a, b in zip(cosine[2:10], cosine[3:10])) and cosine[9] > 0.1
+    assert all(a > b for a, b in zip(cosine[2:9], cosine[3:10], strict=True)) and cosine[9] > 0.1
     assert cosine[10] == cosine[11] == pytest.approx(0.1)
     flat = _lrs(TrainConfig(lr=0.3, schedule="constant", warmup=1), 6, total_steps=6)
     assert flat[0] == 0.0 and all(lr == pytest.approx(0.3) for lr in flat[1:])

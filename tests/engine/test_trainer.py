@@ -119,7 +119,9 @@ def test_a_folder_with_a_run_is_refused_and_resuming_a_finished_run_changes_noth
     result = fit(again, ToyData(32), toy_config(), tmp_path, resume=True)
     assert result.steps == 4 and result.compute["optimizer_steps"] == 4
     assert files == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "train.log"}
-    assert all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(method.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
 
 def test_config_is_validated_and_batch_must_split(tmp_path):

@@ -34,12 +34,33 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     encoder = create_encoder("vit_tiny_test")
     method = TokenReconstruction(encoder)
     contract = Contract(modality="xray", size=32)
-    write_run_config(full, {"method": "token-reconstruction", "encoder": encoder.spec, "data": str(manifest_path),
-                            "contract": contract.to_dict()}, manifest_hash=manifest.hash, seed=0)  # fmt: skip
-    config = TrainConfig(epochs=2, batch_size=4, num_workers=0, progress_bar=False, track_energy=False,
-                         accelerator="cpu", log_every_steps=1)  # fmt: skip
-    record = {"method": "token-reconstruction", "encoder_spec": encoder.spec, "contract": contract.to_dict(),
-              "flags": method.flags, "manifest_hash": manifest.hash}  # fmt: skip
+    write_run_config(
+        full,
+        {
+            "method": "token-reconstruction",
+            "encoder": encoder.spec,
+            "data": str(manifest_path),
+            "contract": contract.to_dict(),
+        },
+        manifest_hash=manifest.hash,
+        seed=0,
+    )
+    config = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        num_workers=0,
+        progress_bar=False,
+        track_energy=False,
+        accelerator="cpu",
+        log_every_steps=1,
+    )
+    record = {
+        "method": "token-reconstruction",
+        "encoder_spec": encoder.spec,
+        "contract": contract.to_dict(),
+        "flags": method.flags,
+        "manifest_hash": manifest.hash,
+    }
     fit(method, Noise(), config, full, run_record=record)
     method.export(full / "exported", preprocessing=contract.to_dict())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +29,17 @@ def write_manifest(folder: Path, n_patients: int = 60, seed: int = 0) -> tuple[P
     split = np.array(["train", "train", "train", "val", "test"])[patients % 5]
     labels = rng.integers(0, 2, size=(len(patients), 2)).astype(float)
     labels[::9, 1] = -1.0  # some uncertain
-    table = pd.DataFrame({
-        "path": [f"img/{i}.png" for i in range(len(patients))], "id": [f"img{i}" for i in range(len(patients))],
-        "patient_id": [f"p{p}" for p in patients], "split": split,
-        "effusion": labels[:, 0], "nodule": labels[:, 1], "rare": 0.0,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "path": [f"img/{i}.png" for i in range(len(patients))],
+            "id": [f"img{i}" for i in range(len(patients))],
+            "patient_id": [f"p{p}" for p in patients],
+            "split": split,
+            "effusion": labels[:, 0],
+            "nodule": labels[:, 1],
+            "rare": 0.0,
+        }
+    )
     path = folder / "manifest.csv"
     table.to_csv(path, index=False)
     return path, table
@@ -47,10 +52,30 @@ def write_label_efficiency(path: Path, seed: int = 0) -> pd.DataFrame:
         for fraction in (0.01, 0.1, 1.0):
             for s in range(3):
                 auroc = base + 0.05 * np.log10(fraction * 100) + rng.normal(0, 0.01)
-                rows.append({"mode": mode, "fraction": fraction, "seed": s, "finding": "macro", "auroc": auroc,
-                             "ci_low": auroc - 0.05, "ci_high": auroc + 0.04, "n_train_images": int(2000 * fraction)})  # fmt: skip
-                rows.append({"mode": mode, "fraction": fraction, "seed": s, "finding": "rare", "auroc": None,
-                             "ci_low": None, "ci_high": None, "skipped": "only one class present"})  # fmt: skip
+                rows.append(
+                    {
+                        "mode": mode,
+                        "fraction": fraction,
+                        "seed": s,
+                        "finding": "macro",
+                        "auroc": auroc,
+                        "ci_low": auroc - 0.05,
+                        "ci_high": auroc + 0.04,
+                        "n_train_images": int(2000 * fraction),
+                    }
+                )
+                rows.append(
+                    {
+                        "mode": mode,
+                        "fraction": fraction,
+                        "seed": s,
+                        "finding": "rare",
+                        "auroc": None,
+                        "ci_low": None,
+                        "ci_high": None,
+                        "skipped": "only one class present",
+                    }
+                )
     table = pd.DataFrame(rows)
     table.to_csv(path, index=False)
     return table

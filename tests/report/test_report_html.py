@@ -11,7 +11,7 @@ from PIL import Image
 
 from greenfm.errors import BadInputError
 from greenfm.report import build_report, read_run
-from greenfm.report.sections import SECTIONS
+from greenfm.report.fragments import SECTIONS
 
 SECTION_IDS = [sid for sid, _ in SECTIONS] + ["caveat"]
 
@@ -54,7 +54,7 @@ def test_degenerate_finding_is_skipped_not_scored_half(report):
     assert rare and "skipped" in rare.group(1) and "0.500" not in rare.group(1)
     assert "Macro mean over 2 of 3 findings" in table
     assert re.search(r"effusion</td>.*?\d\.\d{3} <span class=\"ci\">\(\d\.\d{3}&ndash;\d\.\d{3}\)", table, re.S)
-    assert "rare" in _section(report, "roc-curves") or "not scored" in _section(report, "roc-curves")
+    assert "Not scored: rare (one class in train" in _section(report, "roc-curves")
 
 
 def test_unmeasured_energy_is_unavailable_never_zero(report):

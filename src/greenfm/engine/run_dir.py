@@ -217,7 +217,7 @@ def log_to_file(run: RunDir, *, enabled: bool) -> Iterator[None]:
 
 
 def plain_json(value: Any) -> Any:
-    """JSON/YAML-safe (and ``weights_only``-safe) copy: paths and other objects become strings, tuples lists, NaN stays float."""
+    """A JSON-, YAML- and ``weights_only``-safe copy: objects (paths ...) become strings, tuples lists."""
     if isinstance(value, dict):
         return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -36,8 +36,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from greenfm.engine.checkpoint import clean_stale_temporaries, save_checkpoint, save_exported, snapshot
 from greenfm.engine.flops import batch_size_of, method_flops
 from greenfm.engine.launch import build_fabric, gather_objects, per_device_batch, resolve_hardware
-from greenfm.engine.ledger import ComputeLedger, cpu_count, device_name, flops_fields, print_ledger
-from greenfm.engine.ledger import write_compute_json
+from greenfm.engine.ledger import (
+    ComputeLedger,
+    cpu_count,
+    device_name,
+    flops_fields,
+    print_ledger,
+    write_compute_json,
+)
 from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr
 from greenfm.engine.progress import ProgressBar
 from greenfm.engine.rng import capture_rng, preserved_rng, seed_all
@@ -81,6 +87,7 @@ def fit(
     flops_per_sample: float | None = None,
     run_record: dict[str, Any] | None = None,
     sampler: Sampler | None = None,
+    export: bool = True,
 ) -> FitResult:
     """Train ``method`` on ``train_dataset`` and fill ``run_dir`` (see ``greenfm.engine.run_dir``).
 
@@ -95,6 +102,8 @@ def fit(
             checkpoint, the export and ``compute.json``.
         sampler: draws each epoch's indices instead of a shuffle (e.g. ``WeightedRandomSampler``);
             its generator is reseeded from (seed, epoch) so resume and DDP sharding still hold.
+        export: write ``export_model()``'s weights to ``exported/last.safetensors`` at the end;
+            callers that write a self-describing export of their own pass ``False``.
     """
     if not callable(getattr(method, "training_step", None)):
         raise ConfigError(f"{type(method).__name__} has no training_step(batch); it cannot be trained")
@@ -115,7 +124,7 @@ def fit(
     with log_to_file(run, enabled=fabric.is_global_zero):
         loop = _Loop(fabric, hardware, precision_plugin, method, train_dataset, config, run, micro, state,
                      evaluate=evaluate, best=best, flops_per_sample=flops_per_sample,
-                     record=plain_json(run_record or {}), sampler=sampler)  # fmt: skip
+                     record=plain_json(run_record or {}), sampler=sampler, export=export)  # fmt: skip
         try:
             return loop.run()
         finally:
@@ -146,11 +155,12 @@ class _Opaque:
 class _Loop:
     """One session of one run."""
 
-    def __init__(self, fabric, hardware, precision_plugin, method, dataset, config: TrainConfig, run: RunDir, micro: int,
-                 state: dict | None, *, evaluate, best: BestEpoch | None, flops_per_sample, record, sampler):  # fmt: skip
+    def __init__(self, fabric, hardware, precision_plugin, method, dataset, config: TrainConfig, run: RunDir,
+                 micro: int, state: dict | None, *, evaluate, best, flops_per_sample, record, sampler, export):  # fmt: skip
         self.fabric, self.precision_plugin, self.method, self.dataset = fabric, precision_plugin, method, dataset
         self.config, self.run_dir, self.micro, self.record = config, run, micro, record
         self.evaluate, self.best, self.flops_per_sample = evaluate, best, flops_per_sample
+        self.export = export
         self.zero, self.rank, self.world = fabric.is_global_zero, fabric.global_rank, fabric.world_size
         seed_all(derived_seed(config.seed, self.rank))
         self.sampler = EpochShardSampler(
@@ -364,7 +374,7 @@ class _Loop:
             self._save(ledger=compute)
         exported = None
         if self.zero:
-            if hasattr(self.method, "export_model"):
+            if self.export and hasattr(self.method, "export_model"):
                 meta = {"greenfm": json.dumps({"step": self.progress["step"], "record": self.record}, default=str)}
                 exported = save_exported(self.method.export_model(), self.run_dir.exported / "last.safetensors",
                                          metadata=meta)  # fmt: skip

@@ -59,21 +59,31 @@ def _details(config: dict[str, Any], run: RunArtifacts) -> str:
     spec, task, source = config.get("model", {}), config.get("task"), config.get("source_run", {})
     rows = [
         ["Architecture", f"timm `{spec.get('name')}`"],
-        ["Parameters", f"{config.get('n_parameters'):,}" if isinstance(config.get("n_parameters"), int) else "not recorded"],
+        [
+            "Parameters",
+            f"{config.get('n_parameters'):,}" if isinstance(config.get("n_parameters"), int) else "not recorded",
+        ],
         ["Embedding", f"{config.get('embed_dim')} values, pooling `{config.get('pooling')}`"],
-        ["Output", f"{task['type']} head, {task['num_classes']} outputs ({task['activation']})" if task else "embeddings only"],
+        [
+            "Output",
+            f"{task['type']} head, {task['num_classes']} outputs ({task['activation']})" if task else "embeddings only",
+        ],
         ["Trained by", f"greenfm `{source.get('method') or 'unknown method'}`"],
         ["Initial weights", _init(run)],
         ["Weights taken from", f"`{source.get('weights')}`" + (" (LoRA merged)" if source.get("lora_merged") else "")],
         ["greenfm version", config.get("greenfm_version", "not recorded")],
-    ]  # fmt: skip
+    ]
     return "## Model details\n\n" + _table(["Property", "Value"], rows)
 
 
 def _init_weights(run: RunArtifacts) -> dict[str, Any] | None:
     """Where the backbone's initial weights came from, as the run or the method's export recorded it."""
     flags = run.record.get("flags") if isinstance(run.record.get("flags"), dict) else {}
-    for value in (run.record.get("init_weights"), flags.get("init_weights"), (run.export_config or {}).get("init_weights")):
+    for value in (
+        run.record.get("init_weights"),
+        flags.get("init_weights"),
+        (run.export_config or {}).get("init_weights"),
+    ):
         if isinstance(value, dict):
             return value
     return None
@@ -91,7 +101,12 @@ def _init(run: RunArtifacts) -> str:
 def _training_data(data: DataFacts) -> str:
     rows = [["Manifest hash", f"`{data.manifest_hash}`" if data.manifest_hash else "not recorded"]]
     if data.manifest_path is not None:
-        rows.append(["Manifest file", f"`{data.manifest_path.name}`" + (f" ({data.manifest_problem})" if data.manifest_problem else "")])
+        rows.append(
+            [
+                "Manifest file",
+                f"`{data.manifest_path.name}`" + (f" ({data.manifest_problem})" if data.manifest_problem else ""),
+            ]
+        )
     if data.rows is not None:
         rows += [["Images", f"{data.rows:,}"], ["Patients", f"{data.patients:,}"]]
     for split, (images, patients) in data.splits.items():
@@ -101,15 +116,19 @@ def _training_data(data: DataFacts) -> str:
     text = "## Training data\n\n" + _table(["Property", "Value"], rows)
     if data.findings:
         labels = [[n, p, q, u, k, f"{100 * p / (p + q):.1f}%" if p + q else "-"] for n, p, q, u, k in data.findings]
-        text += "\n\nLabels in the manifest:\n\n" + _table(["Finding", "Positive", "Negative", "Uncertain", "Unknown", "Prevalence"], labels)
+        text += "\n\nLabels in the manifest:\n\n" + _table(
+            ["Finding", "Positive", "Negative", "Uncertain", "Unknown", "Prevalence"], labels
+        )
     return text
 
 
 def _preprocessing(config: dict[str, Any]) -> str:
     contract = config.get("contract") or {}
     rows = [[f"`{k}`", json.dumps(v)] for k, v in contract.items()]
-    return ("## Preprocessing contract\n\nInputs must be prepared exactly like this (also in `contract.json`; "
-            "`load_exported` refuses a different one):\n\n" + _table(["Field", "Value"], rows))  # fmt: skip
+    return (
+        "## Preprocessing contract\n\nInputs must be prepared exactly like this (also in `contract.json`; "
+        "`load_exported` refuses a different one):\n\n" + _table(["Field", "Value"], rows)
+    )
 
 
 def _evaluation(run: RunArtifacts) -> str:
@@ -122,15 +141,34 @@ def _evaluation(run: RunArtifacts) -> str:
         if f.get("skipped"):
             rows.append([f.get("name"), f.get("n"), prevalence, f"skipped: {f['skipped']}", "-"])
         else:
-            rows.append([f.get("name"), f.get("n"), prevalence, _ci(f.get("auroc"), f.get("auroc_ci")), _ci(f.get("auprc"), f.get("auprc_ci"))])
-    rows.append([f"**macro** ({ev.get('n_evaluable')}/{ev.get('n_classes')} scored)", ev.get("n_images", ""), "",
-                 _ci(ev.get("macro_auroc"), ev.get("macro_auroc_ci")), _ci(ev.get("macro_auprc"), ev.get("macro_auprc_ci"))])  # fmt: skip
+            rows.append(
+                [
+                    f.get("name"),
+                    f.get("n"),
+                    prevalence,
+                    _ci(f.get("auroc"), f.get("auroc_ci")),
+                    _ci(f.get("auprc"), f.get("auprc_ci")),
+                ]
+            )
+    rows.append(
+        [
+            f"**macro** ({ev.get('n_evaluable')}/{ev.get('n_classes')} scored)",
+            ev.get("n_images", ""),
+            "",
+            _ci(ev.get("macro_auroc"), ev.get("macro_auroc_ci")),
+            _ci(ev.get("macro_auprc"), ev.get("macro_auprc_ci")),
+        ]
+    )
     boot = ev.get("bootstrap") if isinstance(ev.get("bootstrap"), dict) else None
-    how = (f"95% intervals from {boot.get('n_resamples')} {boot.get('cluster')}-level bootstrap resamples of the test set."
-           if boot else "No confidence intervals were computed.")  # fmt: skip
+    how = (
+        f"95% intervals from {boot.get('n_resamples')} {boot.get('cluster')}-level bootstrap resamples of the test set."
+        if boot
+        else "No confidence intervals were computed."
+    )
     source = run.evaluation_source
-    return (f"## Evaluation\n\nTest split, from `{source}.json`. {how}\n\n"
-            + _table(["Finding", "Test images", "Prevalence", "AUROC (95% CI)", "AUPRC (95% CI)"], rows))
+    return f"## Evaluation\n\nTest split, from `{source}.json`. {how}\n\n" + _table(
+        ["Finding", "Test images", "Prevalence", "AUROC (95% CI)", "AUPRC (95% CI)"], rows
+    )
 
 
 def _ci(value: Any, ci: Any) -> str:
@@ -145,8 +183,12 @@ def _compute(run: RunArtifacts) -> str:
     items = green_card(run.compute, n_parameters=run.n_parameters, record=run.record)
     rows = [[i.label, i.value, i.detail] for i in items]
     lead = "" if run.compute is not None else "This run holds no compute ledger (`compute.json`).\n\n"
-    return "## Compute and carbon\n\n" + lead + _table(["Quantity", "Value", "Notes"], rows) + (
-        "\n\n\"unavailable\" means the quantity could not be measured on this machine; it is never 0.")
+    return (
+        "## Compute and carbon\n\n"
+        + lead
+        + _table(["Quantity", "Value", "Notes"], rows)
+        + ('\n\n"unavailable" means the quantity could not be measured on this machine; it is never 0.')
+    )
 
 
 def _limitations(config: dict[str, Any], run: RunArtifacts, data: DataFacts) -> str:
@@ -157,8 +199,11 @@ def _limitations(config: dict[str, Any], run: RunArtifacts, data: DataFacts) -> 
     ]
     flags = run.record.get("flags") if isinstance(run.record.get("flags"), dict) else {}
     if flags.get("no_pretrained_init") or (_init_weights(run) or {}).get("kind") == "random":
-        items.insert(0, "**Initialised from random weights**: a self-distillation target from a random network is "
-                        "degenerate; this model is for software tests only.")  # fmt: skip
+        items.insert(
+            0,
+            "**Initialised from random weights**: a self-distillation target from a random network is "
+            "degenerate; this model is for software tests only.",
+        )
     if data.manifest_hash is None:
         items.append("The run does not record which data it was trained on (no manifest hash).")
     if run.evaluation is None:
@@ -184,7 +229,7 @@ cfg = json.load(open("config.json"))
 model = timm.create_model(cfg["model"]["name"], pretrained=False, **cfg["model"]["kwargs"])
 model.load_state_dict(load_file("model.safetensors"))
 model.eval()
-# model name: {spec.get('name')}
+# model name: {spec.get("name")}
 # kwargs: {kwargs}
 with torch.no_grad():
     embedding = {recipe}   # x: (B, C, H, W) prepared per contract.json

@@ -68,8 +68,9 @@ def duration(seconds: float) -> str:
     return f"{significant(seconds / 3600)} h"
 
 
-def green_card(ledger: dict[str, Any] | None, *, n_parameters: int | None = None,
-               record: dict[str, Any] | None = None) -> list[GreenItem]:  # fmt: skip
+def green_card(
+    ledger: dict[str, Any] | None, *, n_parameters: int | None = None, record: dict[str, Any] | None = None
+) -> list[GreenItem]:
     """The card's items, in reading order; ``ledger`` is ``compute.json`` or None when absent."""
     record = record or {}
     if ledger is None:
@@ -91,21 +92,42 @@ def green_card(ledger: dict[str, Any] | None, *, n_parameters: int | None = None
     device_text = f"{devices} x {device}" if device and _number(devices) else device
     items = [
         item("device_hours", "Device-hours", lambda v: f"{significant(v)} h", device_text),
-        item("wall_time_s", "Wall-clock time", duration,
-             f"{ledger.get('sessions')} session(s)" if _number(ledger.get("sessions")) else ""),  # fmt: skip
+        item(
+            "wall_time_s",
+            "Wall-clock time",
+            duration,
+            f"{ledger.get('sessions')} session(s)" if _number(ledger.get("sessions")) else "",
+        ),
         item("energy_kwh", "Energy", lambda v: f"{significant(v)} kWh", str(ledger.get("energy_method") or "")),
-        item("co2_kg", "CO2 emitted", lambda v: f"{significant(v)} kg CO2e",
-             f"grid intensity of {ledger['co2_country_iso_code']}" if ledger.get("co2_country_iso_code") else ""),  # fmt: skip
-        item("peak_device_memory_allocated_bytes", "Peak GPU memory", gib,
-             f"reserved {gib(ledger['peak_device_memory_reserved_bytes'])}"
-             if _number(ledger.get("peak_device_memory_reserved_bytes")) else ""),  # fmt: skip
+        item(
+            "co2_kg",
+            "CO2 emitted",
+            lambda v: f"{significant(v)} kg CO2e",
+            f"grid intensity of {ledger['co2_country_iso_code']}" if ledger.get("co2_country_iso_code") else "",
+        ),
+        item(
+            "peak_device_memory_allocated_bytes",
+            "Peak GPU memory",
+            gib,
+            f"reserved {gib(ledger['peak_device_memory_reserved_bytes'])}"
+            if _number(ledger.get("peak_device_memory_reserved_bytes"))
+            else "",
+        ),
         item("peak_host_rss_bytes", "Peak host memory", gib, "resident set of the training process"),
         _parameters(n_parameters, record),
-        item("forward_flops_per_image", "FLOPs per image (inference)", flops,
-             "1 multiply-accumulate = 2 FLOPs; see the ledger's convention"),  # fmt: skip
+        item(
+            "forward_flops_per_image",
+            "FLOPs per image (inference)",
+            flops,
+            "1 multiply-accumulate = 2 FLOPs; see the ledger's convention",
+        ),
         item("total_training_flops", "Training FLOPs (total)", flops, str(ledger.get("training_flops_source") or "")),
-        item("samples_seen", "Images processed", count,
-             f"{significant(ledger['images_per_s'])} images/s" if _number(ledger.get("images_per_s")) else ""),  # fmt: skip
+        item(
+            "samples_seen",
+            "Images processed",
+            count,
+            f"{significant(ledger['images_per_s'])} images/s" if _number(ledger.get("images_per_s")) else "",
+        ),
     ]
     return items
 

@@ -6,7 +6,7 @@ has decoded (for headless-browser checks). A Content-Security-Policy forbids any
 network request, so the page renders the same offline, in an e-mail attachment
 or on a locked-down hospital PC.
 
-Page order and section ids: ``caveat``, then ``greenfm.report.sections.SECTIONS``.
+Page order and section ids: ``caveat``, then ``greenfm.report.SECTIONS``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from pathlib import Path
 
 import greenfm
 from greenfm.errors import BadInputError
-from greenfm.report import sections
+from greenfm.report import results, sections
+from greenfm.report.fragments import SECTIONS, block
 from greenfm.report.runs import RunArtifacts, read_run
 
 log = logging.getLogger(__name__)
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-       "base-uri 'none'; form-action 'none'")  # fmt: skip
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 CAVEAT = (
     '<aside class="caveat" id="caveat" role="note">'
@@ -49,9 +52,9 @@ window.addEventListener("load", function () {
 
 _RENDERERS = {
     "summary": sections.summary,
-    "label-efficiency": sections.label_efficiency,
-    "roc-curves": sections.roc_curves,
-    "finding-metrics": sections.finding_metrics,
+    "label-efficiency": results.label_efficiency,
+    "roc-curves": results.roc_curves,
+    "finding-metrics": results.finding_metrics,
     "green-card": sections.green_cards,
     "training": sections.training,
     "data-summary": sections.data_summary,
@@ -86,14 +89,19 @@ def render(runs: list[RunArtifacts], *, title: str | None = None) -> str:
     """The page as a string (see ``build_report``)."""
     title = title or "greenfm evaluation report"
     body = []
-    for section_id, _ in sections.SECTIONS:
+    for section_id, _ in SECTIONS:
         try:
             body.append(_RENDERERS[section_id](runs))
         except Exception as exc:  # one broken artefact must not cost the whole report
             log.warning("report: section %s failed (%s: %s)", section_id, type(exc).__name__, exc)
-            body.append(sections.block(section_id, f'<p class="problem">This section could not be drawn: '
-                                                   f"{escape(type(exc).__name__)}: {escape(str(exc))}</p>"))  # fmt: skip
-    nav = "".join(f'<li><a href="#{sid}">{escape(name)}</a></li>' for sid, name in sections.SECTIONS)
+            body.append(
+                block(
+                    section_id,
+                    f'<p class="problem">This section could not be drawn: '
+                    f"{escape(type(exc).__name__)}: {escape(str(exc))}</p>",
+                )
+            )
+    nav = "".join(f'<li><a href="#{sid}">{escape(name)}</a></li>' for sid, name in SECTIONS)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     run_list = ", ".join(escape(r.name) for r in runs)
     return f"""<!DOCTYPE html>
@@ -134,7 +142,10 @@ def _unique_names(paths: list[Path]) -> list[str]:
     """Folder names, with the parent prepended where two runs share a name."""
     names = [p.resolve().name for p in paths]
     clashes = {n for n, k in Counter(names).items() if k > 1}
-    out = [f"{p.resolve().parent.name}/{p.resolve().name}" if p.resolve().name in clashes else p.resolve().name for p in paths]
+    out = [
+        f"{p.resolve().parent.name}/{p.resolve().name}" if p.resolve().name in clashes else p.resolve().name
+        for p in paths
+    ]
     seen: Counter[str] = Counter()
     unique = []
     for name in out:

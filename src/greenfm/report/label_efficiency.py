@@ -77,8 +77,10 @@ def validate(table: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
     bad = ~table["fraction"].between(0, 1, inclusive="right")
     if bad.any():
-        raise BadInputError(f"fraction must lie in (0, 1]; row {int(np.flatnonzero(bad)[0])} has "
-                            f"{table['fraction'][bad].iloc[0]}", source=source)  # fmt: skip
+        raise BadInputError(
+            f"fraction must lie in (0, 1]; row {int(np.flatnonzero(bad)[0])} has {table['fraction'][bad].iloc[0]}",
+            source=source,
+        )
     if table["seed"].isna().any():
         raise BadInputError("every row needs an integer seed", source=source)
     return table

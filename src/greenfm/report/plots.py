@@ -97,8 +97,17 @@ def roc_grid(curves: dict[str, list[RocCurve]], skipped: dict[str, str], *, colu
                 ax.plot(curve.fpr, curve.tpr, color=colours[curve.label], linewidth=1.7, label=name)
             ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9, edgecolor=GRID)
         else:
-            ax.text(0.5, 0.5, "not scored:\n" + skipped[finding], ha="center", va="center", fontsize=7.5,
-                    color=MUTED, wrap=True, transform=ax.transAxes)  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                "not scored:\n" + skipped[finding],
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color=MUTED,
+                wrap=True,
+                transform=ax.transAxes,
+            )
     for ax in axes[len(findings) :]:
         ax.set_visible(False)
     return to_data_uri(fig)
@@ -139,7 +148,8 @@ def training_curve(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     _style(ax)
     values = []
     for i, (label, (steps, loss)) in enumerate(series.items()):
-        ax.plot(steps, loss, color=PALETTE[i % len(PALETTE)], linewidth=1.5, label=label)
+        marker = "o" if len(steps) < 30 else None  # a short curve (or one point) stays visible
+        ax.plot(steps, loss, color=PALETTE[i % len(PALETTE)], linewidth=1.5, marker=marker, markersize=3.5, label=label)
         values.extend(np.asarray(loss, dtype=float).tolist())
     if values and min(values) > 0 and max(values) / min(values) > 30:  # log only when it spans decades
         ax.set_yscale("log")

@@ -2,19 +2,21 @@
 
 A "run" here is any folder a report or an export is pointed at: a training run
 (``greenfm.engine.run_dir``), a fine-tuning run, or a bare evaluation output
-folder. Each artefact below is looked for in the folder itself, then one level
-down (``RUN_DIR/probe/probe.json``), first match in sorted order:
+folder. The engine's files are read from the folder itself; results are looked
+for there, then one level down (``RUN_DIR/probe/probe.json``), first match in
+sorted order, and predictions beside the results they belong to:
 
 =========================  ===============================================================
-``config.yaml``            what the run was asked to do, with ``provenance`` (engine)
-``compute.json``           the compute ledger (engine); its ``run`` is the run record
-``metrics.jsonl``          step / epoch rows (engine)
+``config.yaml``            what the run was asked to do, with ``provenance`` (top level only)
+``compute.json``           the compute ledger; its ``run`` is the run record (top level only)
+``metrics.jsonl``          step / epoch rows (top level only)
 ``finetune.json``          fine-tuning results; ``test`` is a ``Metrics.to_dict()``
 ``probe.json``             linear-probe results; ``test`` is a ``Metrics.to_dict()``
 ``predictions.parquet``    per-image scores, long: ``id, patient_id, split, finding, label, score``
                            (``predictions.csv`` is read too)
 ``label_efficiency.*``     label-efficiency results (schema: ``greenfm.report.label_efficiency``)
 ``exported/*.safetensors`` weights; their header metadata ``greenfm`` holds the run record
+                           (also read from ``compute.json`` ``run`` and ``config.yaml`` ``record``)
 =========================  ===============================================================
 
 Nothing here raises for a missing or broken artefact: it is recorded in
@@ -97,15 +99,21 @@ class RunArtifacts:
 
     @property
     def encoder_name(self) -> str | None:
-        """The backbone's timm name, from the run record, the config or the export's config."""
-        candidates = [self.record.get("encoder_spec"), self.record.get("encoder"), (self.config or {}).get("encoder"),
-                      (self.export_config or {}).get("model")]  # fmt: skip
+        """The backbone's timm name (from the record, the config or the export), else the model it started from."""
+        candidates = [
+            self.record.get("encoder_spec"),
+            self.record.get("encoder"),
+            (self.config or {}).get("encoder"),
+            (self.export_config or {}).get("model"),
+            self.record.get("backbone"),
+        ]
         for value in candidates:
             if isinstance(value, dict) and isinstance(value.get("name"), str):
                 return value["name"]
             if isinstance(value, str) and value:
                 return value
-        return None
+        ref = self.record.get("model_ref")
+        return f"from {ref}" if isinstance(ref, str) and ref else None
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -124,11 +132,13 @@ class RunArtifacts:
         return None
 
 
-def find_artifact(root: Path, *names: str) -> Path | None:
-    """The first of ``names`` in ``root``, else in a direct sub-folder (sorted), else None."""
+def find_artifact(root: Path, *names: str, nested: bool = True) -> Path | None:
+    """The first of ``names`` in ``root``, else (``nested``) in a direct sub-folder (sorted), else None."""
     for name in names:
         if (root / name).is_file():
             return root / name
+    if not nested:
+        return None
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for name in names:
             if (sub / name).is_file():
@@ -143,22 +153,43 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
         raise BadInputError("run folder not found", source=str(root))
     run = RunArtifacts(root=root, name=name or root.resolve().name)
 
-    run.config = _read(run, "config", find_artifact(root, "config.yaml"), _yaml_mapping,
-                       "the run's configuration and provenance (written by the training verbs)")  # fmt: skip
-    run.compute = _read(run, "compute", find_artifact(root, "compute.json"), _json_mapping,
-                        "the compute ledger (compute.json is written when training ends)")  # fmt: skip
-    run.metrics = _read(run, "metrics", find_artifact(root, "metrics.jsonl"), _jsonl, "training curves") or []
+    run.config = _read(
+        run,
+        "config",
+        find_artifact(root, "config.yaml", nested=False),
+        _yaml_mapping,
+        "the run's configuration and provenance (written by the training verbs)",
+    )
+    run.compute = _read(
+        run,
+        "compute",
+        find_artifact(root, "compute.json", nested=False),
+        _json_mapping,
+        "the compute ledger (compute.json is written when training ends)",
+    )
+    metrics = find_artifact(root, "metrics.jsonl", nested=False)
+    run.metrics = _read(run, "metrics", metrics, _jsonl, "training curves") or []
     run.finetune = _read(run, "finetune", find_artifact(root, "finetune.json"), _json_mapping, None)
     run.probe = _read(run, "probe", find_artifact(root, "probe.json"), _json_mapping, None)
     if run.finetune is None and run.probe is None:
         run.missing["evaluation"] = "test metrics (finetune.json or probe.json from `greenfm probe`)"
-    run.predictions = _read(run, "predictions", find_artifact(root, "predictions.parquet", "predictions.csv"),
-                            _predictions, "per-image test scores (predictions.parquet), needed for ROC curves")  # fmt: skip
+    run.predictions = _read(
+        run,
+        "predictions",
+        _predictions_path(run),
+        _predictions,
+        "per-image test scores (predictions.parquet), needed for ROC curves",
+    )
 
     from greenfm.report.label_efficiency import FILE_NAMES, read_label_efficiency
 
-    run.label_efficiency = _read(run, "label_efficiency", find_artifact(root, *FILE_NAMES), read_label_efficiency,
-                                 "label-efficiency results (`greenfm evaluate label-efficiency`)")  # fmt: skip
+    run.label_efficiency = _read(
+        run,
+        "label_efficiency",
+        find_artifact(root, *FILE_NAMES),
+        read_label_efficiency,
+        "label-efficiency results (`greenfm evaluate label-efficiency`)",
+    )
 
     record: dict[str, Any] = {}
     if run.compute is not None and isinstance(run.compute.get("run"), dict):
@@ -168,6 +199,10 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
             run.weights = run.weights or root / rel
             for key, value in _safetensors_record(root / rel).items():
                 record.setdefault(key, value)
+    config_record = (run.config or {}).get("record")  # the workflows also save the record in config.yaml
+    if isinstance(config_record, dict):
+        for key, value in config_record.items():
+            record.setdefault(key, value)
     run.record = record
     if (root / "exported" / "config.json").is_file():
         run.export_config = _read(run, "export_config", root / "exported" / "config.json", _json_mapping, None)
@@ -176,6 +211,16 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
     else:
         run.missing["weights"] = "exported weights (exported/*.safetensors)"
     return run
+
+
+def _predictions_path(run: RunArtifacts) -> Path | None:
+    """Per-image predictions beside the results they belong to (probe.json / finetune.json), else anywhere."""
+    names = ("predictions.parquet", "predictions.csv")
+    for key in ("finetune", "probe"):
+        folder = run.sources.get(key)
+        if folder is not None and (found := find_artifact(folder.parent, *names, nested=False)):
+            return found
+    return find_artifact(run.root, *names)
 
 
 # -- readers (each raises on a bad file; _read turns that into a recorded problem) ------------
@@ -355,5 +400,7 @@ def describe_data(run: RunArtifacts) -> DataFacts:
         facts.hash_matches = manifest.hash == facts.manifest_hash
     for finding in manifest.findings:
         v = table[finding]
-        facts.findings.append((finding, int((v == 1).sum()), int((v == 0).sum()), int((v == -1).sum()), int(v.isna().sum())))
+        facts.findings.append(
+            (finding, int((v == 1).sum()), int((v == 0).sum()), int((v == -1).sum()), int(v.isna().sum()))
+        )
     return facts

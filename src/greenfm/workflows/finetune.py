@@ -16,7 +16,7 @@ lr              base lr x batch / 256 (MED-PEFT's ``blr`` rule); base lr ``linea
                 ``lora`` 3e-3 (MED-PEFT's recommended CXR-MAE LoRA value at 1% and 100%),
                 ``full`` 5e-4 (its released full fine-tuning baseline)
 epochs          enough for ~300 optimiser steps, within 20-100 (MED-PEFT trains
-                100-400 epochs on far larger sets)
+                100-400 epochs on far larger sets); ``max_steps`` alone sets a step budget
 schedule        per step: linear warm-up from 0 over 5 epochs (at most 10% of the
                 steps), then half-cosine to 1e-6
 optimiser       AdamW, weight decay 0.05 on >= 2-D tensors, layer decay 0.65
@@ -68,7 +68,6 @@ TARGET_STEPS, EPOCH_RANGE = 300, (20, 100)
 WARMUP_EPOCHS, WARMUP_MAX_SHARE, MIN_LR = 5, 0.1, 1e-6
 AUTO_AUGMENT = {"fundus": "rfg", "photo": "rfg", "xray": "cxr", "us": "cxr"}
 SPLIT_NAMES = ("train", "val", "test")
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "precision", "devices", "seed")
 
 
 class FinetuneConfig(GreenfmConfig):
@@ -118,10 +117,13 @@ def build_train_config(mode: str, n_train: int, overrides: dict[str, Any] | None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     batch = int(overrides.get("batch_size", default_batch_size(n_train)))
     steps_per_epoch = max(1, math.ceil(n_train / max(batch, 1)))
-    epochs = int(overrides.get("epochs", min(max(math.ceil(TARGET_STEPS / steps_per_epoch), EPOCH_RANGE[0]), EPOCH_RANGE[1])))
-    total = epochs * steps_per_epoch
-    if overrides.get("max_steps"):
-        total = min(total, int(overrides["max_steps"]))
+    if "epochs" in overrides:
+        epochs = int(overrides["epochs"])
+    elif overrides.get("max_steps"):  # a step budget alone: as many epochs as it takes
+        epochs = math.ceil(int(overrides["max_steps"]) / steps_per_epoch)
+    else:
+        epochs = min(max(math.ceil(TARGET_STEPS / steps_per_epoch), EPOCH_RANGE[0]), EPOCH_RANGE[1])
+    total = min(epochs * steps_per_epoch, int(overrides.get("max_steps") or epochs * steps_per_epoch))
     lr = float(overrides.get("lr", MODE_BASE_LR[mode] * batch / REFERENCE_BATCH))
     defaults = {
         "epochs": epochs,
@@ -375,6 +377,7 @@ def run_finetune(
     balanced: bool = False,
     config: str | Path | None = None,
     epochs: int | None = None,
+    max_steps: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     precision: str | None = None,
@@ -395,13 +398,14 @@ def run_finetune(
 ) -> FinetuneResult:
     """Fine-tune ``model`` on the manifest ``data`` into the run folder ``out`` (module docstring).
 
-    ``config`` is a YAML file of ``TrainConfig`` overrides; explicit ``epochs``,
+    ``config`` is a YAML file of ``TrainConfig`` overrides; explicit ``epochs``, ``max_steps``,
     ``batch_size``, ``lr``, ``precision``, ``devices`` and ``seed`` override it.
     ``resume=True`` continues the interrupted run in ``out`` with its saved options
     (then only those training options may be given, and only ones the engine allows).
     """
     out = Path(out)
-    explicit = dict(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, devices=devices, seed=seed)
+    explicit = dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
+                    devices=devices, seed=seed)
     explicit = {k: v for k, v in explicit.items() if v is not None}
     saved_train: dict[str, Any] | None = None
     if resume:
@@ -411,13 +415,13 @@ def run_finetune(
             raise ConfigError("fine-tuning needs a model and a data manifest (or resume=True on a run folder)")
         overrides = {**(read_yaml(config) if config is not None else {}), **explicit}
         cfg = build_config(
-            FinetuneConfig, model=str(model), data=str(data), mode=mode, preset=preset, rank=rank, alpha=alpha,
+            FinetuneConfig, model=absolute_path(model), data=absolute_path(data), mode=mode, preset=preset, rank=rank, alpha=alpha,
             lora_dropout=lora_dropout, layer_decay=layer_decay, task=task,
             findings=list(findings) if findings else None,
             pos_weight=list(pos_weight) if pos_weight is not None and not isinstance(pos_weight, str) else pos_weight,
             balanced=balanced, backbone=backbone, img_size=img_size, contract=contract, modality=modality,
             augment=augment, label_fraction=label_fraction, fraction_seed=fraction_seed,
-            cache=str(cache) if cache else None, skip_bad=skip_bad, bootstrap=bootstrap, train=overrides,
+            cache=str(Path(cache).expanduser().resolve()) if cache else None, skip_bad=skip_bad, bootstrap=bootstrap, train=overrides,
         )  # fmt: skip
         build_config(TrainConfig, **{"lr": 1.0, "min_lr": 0.0, **cfg.train})  # unknown or bad keys fail now
     classifier = classifier_config(cfg)
@@ -519,6 +523,12 @@ def _three_splits(manifest: Manifest) -> dict[str, Manifest]:
         raise BadInputError(f"the manifest has no rows in split(s) {empty}; fine-tuning needs train, val and test "
                             "(run `greenfm data split`)", source=_source(manifest))  # fmt: skip
     return splits
+
+
+def absolute_path(path: str | Path) -> str:
+    """An existing path made absolute (saved configs survive a change of directory); names kept as given."""
+    candidate = Path(str(path)).expanduser()
+    return str(candidate.resolve()) if candidate.exists() else str(path)
 
 
 def _source(manifest: Manifest) -> str | None:

@@ -105,7 +105,8 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
         )
     flops = training_flops_per_sample(method, dataset)
     record["training_flops_convention"] = flops[1]
-    result = fit(method, dataset, train_config, out, resume=resume, run_record=record, flops_per_sample=flops[0])
+    result = fit(method, dataset, train_config, out, resume=resume, run_record=record, flops_per_sample=flops[0],
+                 export=False)
     export_encoder(method.encoder, RunDir(out).exported, preprocessing=contract, metadata=record)
     return result
 

@@ -15,10 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from greenfm.data.phantoms.course import CXR_FINDINGS, Lesion, sample_course
-from greenfm.data.phantoms.phrases_cxr import CXR_STYLE
-from greenfm.data.phantoms.reading import Reading, read_finding
-from greenfm.data.phantoms.reports import ReportContext, write_report
-from greenfm.data.phantoms.sites import SiteProfile
 from greenfm.data.phantoms.cxr_anatomy import (
     LEFT,
     RIGHT,
@@ -29,6 +25,10 @@ from greenfm.data.phantoms.cxr_anatomy import (
     zone_of,
 )
 from greenfm.data.phantoms.cxr_draw import CxrStudy, render_cxr
+from greenfm.data.phantoms.phrases_cxr import CXR_STYLE
+from greenfm.data.phantoms.reading import Reading, read_finding
+from greenfm.data.phantoms.reports import ReportContext, write_report
+from greenfm.data.phantoms.sites import SiteProfile
 
 __all__ = ["CXR_FINDING_IDS", "CxrStudy", "cxr_patient", "describe_study", "plan_patient", "render_cxr"]
 
@@ -65,7 +65,8 @@ def cxr_patient(
                "report": report}
         for name, reading in readings.items():
             row[name] = None if unmentioned_missing and not reading.mentioned else reading.label
-        row.update({"meta_site": site.name, "meta_view": "AP" if study.portable else "PA", "meta_sex": "F" if female else "M",
+        row.update({"meta_site": site.name, "meta_view": "AP" if study.portable else "PA",
+                    "meta_sex": "F" if female else "M",
                     "meta_age": age, "meta_study_index": t + 1, "meta_day": day, "meta_device": int(study.device),
                     "meta_ctr": round(study.ctr, 3)})
         for name in CXR_FINDING_IDS:
@@ -175,8 +176,9 @@ def describe_study(study: CxrStudy) -> dict[str, list[Lesion]]:
 
 def _sample_nodule(rng: np.random.Generator, an: ChestAnatomy) -> Nodule:
     x, y = sample_point_in_lung(rng, an, basal_bias=-0.5)
-    diameter = float(np.exp(rng.uniform(np.log(2.5), np.log(11.0))))
-    contrast = float(rng.uniform(0.25, 0.5) if rng.random() < 0.3 else rng.uniform(0.6, 0.9))
+    diameter = float(np.exp(rng.uniform(np.log(3.0), np.log(12.0))))
+    # Contrast: the share of the sphere's path that is solid (lung itself is 0.2); part-solid ones are faint.
+    contrast = float(rng.uniform(0.3, 0.55) if rng.random() < 0.3 else rng.uniform(0.8, 1.1))
     return x, y, diameter, contrast
 
 

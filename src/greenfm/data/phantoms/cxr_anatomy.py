@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from greenfm.data.phantoms.raster import band, upsample
+
 RIGHT, LEFT = -1, 1
 """Patient sides as signs of X: the patient's right is on the image left."""
 SIDE_NAMES = {RIGHT: "right", LEFT: "left"}
@@ -54,7 +55,7 @@ def sample_anatomy(rng: np.random.Generator) -> ChestAnatomy:
     dome_right = float(rng.normal(70, 10))
     # Vessels run radially: a spiky profile over angle, broken up a little along the radius; upsampled
     # once here so that drawing needs one nearest-cell lookup per pixel.
-    coarse = rng.gamma(0.4, 1.0, (97, 1)) * rng.gamma(3.0, 1 / 3.0, (97, 25))
+    coarse = np.minimum(rng.gamma(0.4, 1.0, (97, 1)), 2.0) * rng.gamma(3.0, 1 / 3.0, (97, 25))
     vessels = upsample(coarse.astype(np.float32), VESSEL_CELLS)
     return ChestAnatomy(
         half_width=float(rng.normal(142, 10) * scale),

@@ -16,8 +16,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from greenfm.data.phantoms.raster import band, gaussian_blur, segment_distance, smooth_noise, smoothstep, unit_grid
-from greenfm.data.phantoms.sites import SiteProfile
 from greenfm.data.phantoms.cxr_anatomy import (
     LEFT,
     RIGHT,
@@ -27,6 +25,8 @@ from greenfm.data.phantoms.cxr_anatomy import (
     heart_geometry,
     lung_margin,
 )
+from greenfm.data.phantoms.raster import band, gaussian_blur, segment_distance, smooth_noise, smoothstep, unit_grid
+from greenfm.data.phantoms.sites import SiteProfile
 
 MU_PER_CM = 0.2
 """Effective attenuation of water at chest energies, per cm."""
@@ -163,8 +163,8 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
     cell += np.minimum(r * (1 / 3.0), VESSEL_CELLS[1] - 1).astype(np.int32)
     streaks = an.vessels.take(cell)
     r2 = r * r
-    taper = r2 / ((r2 + 28.0**2) * (1.0 + r * (1 / 65.0)))
-    markings = (5.0 * streaks * taper + 3.5 * band(r, 18.0) + 0.5 * noise(6)) * in_lung
+    taper = r2 / ((r2 + 28.0**2) * (1.0 + r * (1 / 45.0)) ** 2)
+    markings = (6.0 * streaks * taper + 3.5 * band(r, 18.0) + 0.5 * noise(6)) * in_lung
 
     # Fluid and exudate replace air; a pneumothorax removes lung tissue from the rim.
     fluid = 0.0
@@ -193,7 +193,7 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
         line = (1.2 / half) * band(lateral_apical - g, half) * (on_side & (margin > 0))
         collapse = min(gap / (0.5 * W), 0.9)
         change -= rim * (lung_depth * (1.0 - LUNG_AIR_FRACTION) + markings)
-        change += (0.5 * collapse) * air * (1.0 - rim) * on_side + line
+        change += (0.15 * collapse) * air * (1.0 - rim) * on_side + line  # tissue moves, mass is kept
     return change
 
 
@@ -238,7 +238,8 @@ def _add_lines_and_leads(density: np.ndarray, grid: _Grid, an: ChestAnatomy, tip
     W, X, Y = an.half_width, grid.X, grid.Y
     path = [(-0.62 * W, an.apex_y - 45.0), (-0.3 * W, an.apex_y + 20.0), (-16.0, an.apex_y + 75.0), (-12.0, tip_y)]
     sl = grid.window(-0.62 * W - 10, 0, an.apex_y - 55, tip_y + 10)
-    nearest = np.minimum.reduce([segment_distance(X[sl], Y[sl], a, b) for a, b in zip(path[:-1], path[1:])])
+    segments = zip(path[:-1], path[1:], strict=True)
+    nearest = np.minimum.reduce([segment_distance(X[sl], Y[sl], a, b) for a, b in segments])
     density[sl] += 2.5 * band(nearest, max(1.2, 0.4 * grid.px_mm))
     for _ in range(3):
         ex, ey = rng.uniform(-0.8, 0.8) * W, an.apex_y + rng.uniform(0, 200)

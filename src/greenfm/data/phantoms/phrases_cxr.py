@@ -23,7 +23,8 @@ CXR_STYLE = ReportStyle(
             "uncertain": ("Heart size is at the upper limits of normal.", "Borderline cardiomegaly.",
                           "The heart size is borderline.", "Possible mild cardiomegaly."),
             "uncertain_projection": ("Cardiac size cannot be accurately assessed on this AP projection.",
-                                     "The heart appears enlarged, although this may be exaggerated by the AP technique.",
+                                     "The heart appears enlarged, although this may be exaggerated by the AP "
+                                     "technique.",
                                      "Heart size is difficult to evaluate on this portable film."),
             "absent": ("Heart size is normal.", "The cardiac silhouette is within normal limits.", "Normal heart size.",
                        "The cardiomediastinal silhouette is normal.", "Cardiomediastinal contours are unremarkable.",
@@ -40,7 +41,8 @@ CXR_STYLE = ReportStyle(
                         "Meniscus-shaped opacity at the {side} base{s} in keeping with {grade} pleural effusion{s}."),
             "new": ("New {grade} {side} pleural effusion{s}.", "Interval development of {grade} {side} effusion{s}."),
             "stable": ("Unchanged {grade} {side} pleural effusion{s}.", "Stable {side} pleural effusion{s}."),
-            "increased": ("Increased {side} pleural effusion{s}, now {grade}.", "Enlarging {side} pleural effusion{s}."),
+            "increased": ("Increased {side} pleural effusion{s}, now {grade}.",
+                          "Enlarging {side} pleural effusion{s}."),
             "decreased": ("Decreased {side} pleural effusion{s}, now {grade}.", "Smaller {side} pleural effusion{s}."),
             "resolved": ("Previously seen {side} pleural effusion{s} has resolved.",
                          "Interval resolution of the {side} pleural effusion{s}."),
@@ -73,8 +75,9 @@ CXR_STYLE = ReportStyle(
             "impression_uncertain": ("Possible small {side} pneumothorax; consider expiratory or repeat imaging.",),
         },
         "consolidation": {
-            "present": ("{Grade} consolidation in the {side} {zone} zone.", "Focal airspace opacity in the {side} {zone} "
-                        "zone, concerning for pneumonia.", "{Side} {zone} zone airspace consolidation {detail}.",
+            "present": ("{Grade} consolidation in the {side} {zone} zone.",
+                        "Focal airspace opacity in the {side} {zone} zone, concerning for pneumonia.",
+                        "{Side} {zone} zone airspace consolidation with {detail}.",
                         "There is {grade} airspace consolidation in the {side} {zone} zone.",
                         "Consolidation at the {side} {zone} zone with {detail}."),
             "new": ("New {side} {zone} zone consolidation.", "Interval development of {grade} {side} {zone} zone "
@@ -142,7 +145,8 @@ CXR_STYLE = ReportStyle(
                 "Mild thoracic scoliosis.", "Surgical clips in the right upper quadrant.",
                 "Calcification of the aortic knob.", "Mildly unfolded thoracic aorta.",
                 "Soft tissues are unremarkable."),
-    device=("Right internal jugular central venous catheter with its tip in the lower SVC. ECG leads overlie the chest.",
+    device=("Right internal jugular central venous catheter with its tip in the lower SVC. ECG leads overlie the "
+            "chest.",
             "Right-sided central line terminates at the cavoatrial junction; monitoring leads project over the chest.",
             "Lines and tubes: right jugular catheter, tip in the SVC. External ECG leads."),
     technique=("Single frontal view.", "PA and lateral views.", "Erect PA projection."),

@@ -16,6 +16,7 @@ ending for bilateral), ``{detail}``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -207,4 +208,5 @@ def _fill(template: str, lesion: Lesion) -> str:
         grade=lesion.grade, Grade=lesion.grade.capitalize(), size=max(int(round(lesion.size_mm)), 1),
         cm=f"{lesion.size_mm / 10:.1f}", s="s" if side == "bilateral" else "", detail=lesion.detail,
     )
-    return " ".join(text.split()).replace(" ,", ",").replace(" .", ".")
+    text = " ".join(text.split()).replace(" ,", ",").replace(" .", ".")
+    return re.sub(r"\b([Aa]) (?=(?:8\d?|11|18)\b)", r"\1n ", text)  # "an 8 mm nodule"

@@ -6,20 +6,18 @@ post-processing, CT noise and kernel). Training a starting model on one site and
 adapting it to another is the domain shift the demo exercises; the profiles are
 documented below and in ``SITES``.
 
-=====  =============================================  ==================================================
-site   population                                     acquisition
-=====  =============================================  ==================================================
-``A``  outpatient clinic: mostly normal, erect PA     flat-panel detector, 360 mm field, low noise, sharp,
-                                                      linear look-up table; CT: standard dose, soft kernel
-``B``  inpatient wards and ICU: sicker, 85% bedside   portable computed radiography, 400 mm field
-       AP films, many lines and ECG leads             (smaller anatomy), 3x the quantum noise, blurred,
-                                                      flat gamma-lifted curve, more rotation and offset,
-                                                      strong heel-effect drift; CT: low dose, sharp
-                                                      kernel, +15 HU calibration offset
-``C``  screening centre: few acute findings, more     another vendor: 330 mm field (larger anatomy), steep
-       nodules                                        S-shaped curve with edge enhancement, dark offset;
-                                                      CT: thin, very low dose
-=====  =============================================  ==================================================
+- ``A``, outpatient clinic. Population: mostly normal, erect PA films, few lines.
+  Radiographs: flat-panel detector, 360 mm field, full dose, sharp, moderate
+  S-shaped curve. CT: standard dose (12 HU noise), soft kernel.
+- ``B``, inpatient wards and ICU. Population: sicker (more effusions,
+  consolidation and pneumothorax), 85% bedside AP films (magnified heart), many
+  lines and ECG leads. Radiographs: portable computed radiography, 400 mm field
+  (smaller anatomy), a third of the dose (1.7x the quantum noise), twice the
+  blur, flat gamma-lifted curve, more rotation and offset, strong heel-effect
+  drift. CT: low dose (28 HU noise), sharp kernel, +15 HU calibration offset.
+- ``C``, screening centre. Population: few acute findings, more nodules and
+  emphysema. Radiographs: another vendor, 330 mm field (larger anatomy), steep
+  S-shaped curve with edge enhancement, darker. CT: very low dose (35 HU noise).
 """
 
 from __future__ import annotations
@@ -120,7 +118,7 @@ SITES: dict[str, SiteProfile] = {
         blur_mm=1.5,
         gamma=0.8,
         contrast=2.5,
-        brightness=0.06,
+        brightness=0.03,
         drift=0.09,
         rotation_deg=3.5,
         offset_mm=14.0,

@@ -97,8 +97,15 @@ def generate_phantoms(
         raise ConfigError(f"images_per_patient must be (min, max) with 1 <= min <= max <= 12, got {images_per_patient}")
     if unmentioned not in ("absent", "missing"):
         raise ConfigError(f"unmentioned must be 'absent' or 'missing', got {unmentioned!r}")
+    if int(seed) < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
 
     out = _prepare(Path(out_dir))
+    settings = {"kind": kind, "n_patients": int(n_patients), "images_per_patient": [lo, hi], "size": size,
+                "seed": int(seed), "unmentioned": unmentioned, "findings": list(finding_ids(kind)),
+                "site": asdict(profile)}
+    # Written first: it marks the folder as a phantom set, so an interrupted run can be redone in place.
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     job = _Job(kind, str(out), profile, size, int(seed), (lo, hi), unmentioned == "missing")
     n_patients = int(n_patients)
     n_workers = _worker_count(workers, n_patients * (lo + hi) / 2 * (1 if kind == "cxr" else 60))
@@ -117,10 +124,6 @@ def generate_phantoms(
     tmp = out / f".{MANIFEST_FILE}.tmp"
     table.to_csv(tmp, index=False, lineterminator="\n")
     tmp.replace(manifest)
-    settings = {"kind": kind, "n_patients": n_patients, "images_per_patient": [lo, hi], "size": size,
-                "seed": int(seed), "unmentioned": unmentioned, "findings": list(finding_ids(kind)),
-                "site": asdict(profile)}
-    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -141,7 +144,8 @@ class _Job:
         site_key = zlib.crc32(self.site.name.encode())
         for i in patients:
             # One independent stream per patient: results do not depend on how patients are split.
-            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(site_key, KINDS.index(self.kind), i)))
+            stream = np.random.SeedSequence(self.seed, spawn_key=(site_key, KINDS.index(self.kind), i))
+            rng = np.random.default_rng(stream)
             tag = re.sub(r"[^A-Za-z0-9]", "", self.site.name) or "site"
             patient_id = f"{self.kind}{tag}-{i + 1:05d}"
             n_studies = int(rng.integers(self.studies[0], self.studies[1] + 1))

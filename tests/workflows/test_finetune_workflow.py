@@ -1,0 +1,117 @@
+"""``run_finetune``: each mode trains, selects on validation AUROC, writes its run folder; bad inputs fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from greenfm.errors import BadInputError, ConfigError, GreenfmError
+from greenfm.workflows.finetune import build_train_config, default_batch_size, run_finetune, trainable_findings
+
+TINY = {"model": "random", "backbone": "vit_tiny_test", "epochs": 2, "bootstrap": 50}
+
+
+def _finetune(phantom_split, cache_root, out, **options):
+    lines: list[str] = []
+    result = run_finetune(data=phantom_split, out=out, cache=cache_root, echo=lines.append, **{**TINY, **options})
+    return result, lines
+
+
+@pytest.mark.parametrize("mode", ["linear", "lora", "full"])
+def test_each_mode_selects_on_validation_auroc_and_writes_its_run(phantom_split, cache_root, tmp_path, mode):
+    result, lines = _finetune(phantom_split, cache_root, tmp_path / mode, mode=mode, label_fraction=0.5)
+
+    aurocs = [row["val_macro_auroc"] for row in result.history]
+    assert len(aurocs) == 2 and result.best_epoch == int(np.nanargmax(aurocs))
+    assert result.best_val_macro_auroc == pytest.approx(max(aurocs))
+    low, high = result.test["macro_auroc_ci"]
+    assert low <= result.test["macro_auroc"] <= high and result.test["bootstrap"]["cluster"] == "patient"
+
+    run = tmp_path / mode
+    for name in ("config.yaml", "finetune.json", "metrics.jsonl", "compute.json", "predictions.parquet",
+                 "label_fraction.json", "exported/best.safetensors"):  # fmt: skip
+        assert (run / name).is_file(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["finetune"]["mode"] == mode and saved["train"]["epochs"] == 2
+    assert saved["provenance"]["manifest_hash"] == saved["record"]["manifest_hash"]
+    assert json.loads((run / "finetune.json").read_text())["test"]["macro_auroc_ci"] == pytest.approx([low, high])
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert set(predictions["split"]) == {"val", "test"}
+
+    share = next(line for line in lines if line.startswith("trainable parameters"))
+    assert f"mode {mode}" in share and "%" in share
+    expected_share = {"linear": (0, 1), "lora": (1, 10), "full": (99.99, 100)}[mode]
+    assert expected_share[0] <= result.parameters["trainable_percent"] <= expected_share[1]
+
+
+def test_label_fraction_keeps_whole_patients_of_train_only(phantom_split, cache_root, tmp_path):
+    from greenfm.data.manifest import load_manifest
+
+    result, lines = _finetune(phantom_split, cache_root, tmp_path / "half", mode="linear", label_fraction=0.3,
+                              fraction_seed=4, epochs=1)  # fmt: skip
+    record = yaml.safe_load((tmp_path / "half" / "config.yaml").read_text())["record"]
+    table = load_manifest(phantom_split).table
+    train = table[table["split"] == "train"]
+    plan = json.loads((tmp_path / "half" / "label_fraction.json").read_text())
+    used = train[train["id"].isin(plan["ids"]["0.3"])]
+    assert record["n_train_images"] == len(used) < len(train)
+    assert record["n_train_patients"] == used["patient_id"].nunique()
+    assert len(train[train["patient_id"].isin(used["patient_id"])]) == len(used)  # whole patients
+    assert any(f"training on {len(used)} images" in line for line in lines)
+    test_rows = pd.read_parquet(tmp_path / "half" / "predictions.parquet").query("split == 'test'")
+    assert test_rows["id"].nunique() == int((table["split"] == "test").sum())  # test never reduced
+
+
+def test_defaults_follow_med_peft_and_shrink_with_the_data():
+    big, small = build_train_config("lora", 4000), build_train_config("lora", 20)
+    assert big.batch_size == 64 and big.lr == pytest.approx(3e-3 * 64 / 256) and big.min_lr == 1e-6
+    assert big.weight_decay == 0.05 and big.schedule == "cosine" and big.schedule_interval == "step"
+    steps = -(-4000 // 64)
+    assert big.warmup == min(5 * steps, int(0.1 * big.epochs * steps))
+    assert small.batch_size == default_batch_size(20) == 8 and small.epochs * -(-20 // 8) >= 100
+    assert build_train_config("full", 4000).lr < big.lr < build_train_config("linear", 4000).lr
+    assert build_train_config("full", 4000, {"lr": 1e-3, "epochs": 3}).lr == 1e-3
+
+
+def test_findings_a_subset_cannot_teach_are_skipped_and_counted():
+    labels = np.array([[1, 0, np.nan, 1], [0, 0, np.nan, 1], [1, 0, np.nan, -1]], dtype=float)
+    kept, skipped = trainable_findings(labels, ["a", "b", "c", "d"], "multilabel")
+    assert kept == ["a"]
+    assert skipped == {"b": "no positive in train (3 negatives)", "c": "no labels in train",
+                       "d": "only one class in train (2 positives, no negative)"}  # fmt: skip
+    with pytest.raises(BadInputError, match="two classes"):
+        trainable_findings(np.array([[1, 0], [1, 0]], dtype=float), ["x", "y"], "multiclass")
+
+
+def _with_columns(phantom_split, tmp_path, **columns):
+    table = pd.read_csv(phantom_split)
+    table["path"] = [str((phantom_split.parent / p).resolve()) for p in table["path"]]
+    for name, value in columns.items():
+        table[name] = value
+    path = tmp_path / "edited.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_bad_inputs_fail_before_training_with_one_clear_line(phantom_split, cache_root, tmp_path):
+    unsplit = _with_columns(phantom_split, tmp_path)
+    pd.read_csv(unsplit).drop(columns="split").to_csv(unsplit, index=False)
+    with pytest.raises(BadInputError, match="greenfm data split"):
+        _finetune(unsplit, cache_root, tmp_path / "a")
+
+    edited = _with_columns(phantom_split, tmp_path, never=0, unknown=np.nan)
+    with pytest.raises(BadInputError, match="no finding can be trained: never: no positive"):
+        _finetune(edited, cache_root, tmp_path / "b", findings=["never"])
+    with pytest.raises(BadInputError, match="unlabelled"):
+        _finetune(edited, cache_root, tmp_path / "c", findings=["unknown"])
+    with pytest.raises(BadInputError, match="holds no patient"):
+        _finetune(phantom_split, cache_root, tmp_path / "d", label_fraction=0.001)
+    with pytest.raises(ConfigError, match="unknown LoRA preset 'wide'; choose one of: med-peft, broad"):
+        _finetune(phantom_split, cache_root, tmp_path / "e", preset="wide")
+    with pytest.raises(GreenfmError, match="attn.qkv"):
+        _finetune(phantom_split, cache_root, tmp_path / "f", backbone="resnet10t", img_size=None)
+    assert not (tmp_path / "f" / "config.yaml").exists()
