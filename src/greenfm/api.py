@@ -242,3 +242,33 @@ def label(
                              overwrite=overwrite)
     console.print(summary.to_text())
     return summary
+
+
+# ----------------------------------------------------------------------------- report and export
+
+
+def report(run_dirs: list[str | Path], *, out: str | Path, title: str | None = None):
+    """One self-contained HTML report (plots embedded) over one or more run folders."""
+    from greenfm.report import build_report
+
+    path = build_report([Path(r) for r in run_dirs], Path(out), title=title)
+    console.print(f"report: {path}")
+    return path
+
+
+def export(
+    run_dir: str | Path,
+    *,
+    out: str | Path,
+    fixture: str | Path | None = None,
+    contract: str | None = None,
+    pool: str | None = None,
+    overwrite: bool = False,
+):
+    """Export a run: safetensors weights, config, contract, model card, metadata.json and reference embeddings."""
+    from greenfm.export import export_model
+
+    path = export_model(Path(run_dir), Path(out), fixture_image=fixture, contract=contract, pool=pool,
+                        overwrite=overwrite)
+    console.print(f"exported to {path}")
+    return path

@@ -186,6 +186,32 @@ def label(
                  llm_model=llm_model, llm_api_key=llm_api_key, concurrency=concurrency, cache=cache, overwrite=overwrite)
 
 
+# ----------------------------------------------------------------------------- report, export
+
+
+@app.command("report")
+def report(
+    run_dirs: List[Path] = typer.Argument(..., help="Run folders (pretraining, probes, fine-tuning, label efficiency)."),
+    out: Path = typer.Option(..., "--out", help="HTML file to write."),
+    title: Optional[str] = typer.Option(None, help="Report title."),
+) -> None:
+    """Write one self-contained HTML report a clinician can open (curves, ROC, CIs, green card)."""
+    _api().report(run_dirs, out=out, title=title)
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="A pretraining or fine-tuning run folder."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write."),
+    fixture: Optional[Path] = typer.Option(None, help="Image for the reference embeddings (default: a built-in synthetic one)."),
+    contract: Optional[str] = typer.Option(None, help="Preprocessing contract preset or JSON (default: the run's)."),
+    pool: Optional[str] = typer.Option(None, help="Pooling recorded with the export."),
+    overwrite: bool = typer.Option(False, help="Replace an existing export folder."),
+) -> None:
+    """Export weights, config, contract, model card and reference embeddings (loading reproduces them exactly)."""
+    _api().export(run_dir, out=out, fixture=fixture, contract=contract, pool=pool, overwrite=overwrite)
+
+
 # ----------------------------------------------------------------------------- demo
 
 

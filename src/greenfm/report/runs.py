@@ -203,9 +203,13 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
     if isinstance(config_record, dict):
         for key, value in config_record.items():
             record.setdefault(key, value)
-    run.record = record
     if (root / "exported" / "config.json").is_file():
         run.export_config = _read(run, "export_config", root / "exported" / "config.json", _json_mapping, None)
+        export_record = (run.export_config or {}).get("metadata")  # a method's export keeps the record here
+        if isinstance(export_record, dict):
+            for key, value in export_record.items():
+                record.setdefault(key, value)
+    run.record = record
     if run.weights is not None:
         run.n_parameters = _safetensors_numel(run.weights)
     else:

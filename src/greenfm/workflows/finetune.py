@@ -16,7 +16,10 @@ lr              base lr x batch / 256 (MED-PEFT's ``blr`` rule); base lr ``linea
                 ``lora`` 3e-3 (MED-PEFT's recommended CXR-MAE LoRA value at 1% and 100%),
                 ``full`` 5e-4 (its released full fine-tuning baseline)
 epochs          enough for ~300 optimiser steps, within 20-100 (MED-PEFT trains
-                100-400 epochs on far larger sets); ``max_steps`` alone sets a step budget
+                100-400 epochs on far larger sets); ``max_steps`` alone sets a step budget.
+                A subset under 64 images is repeated within an epoch (an epoch holds at
+                least 64 draws), so validation and checkpoints come every few steps
+checkpoints     about ten per run (every ``ceil(epochs / 10)`` epochs)
 schedule        per step: linear warm-up from 0 over 5 epochs (at most 10% of the
                 steps), then half-cosine to 1e-6
 optimiser       AdamW, weight decay 0.05 on >= 2-D tensors, layer decay 0.65
@@ -43,7 +46,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field
+from torch.utils.data import ConcatDataset
 
 from greenfm.adapt.classifier import ClassifierConfig, Mode
 from greenfm.adapt.finetune import FinetuneResult, finetune, predict
@@ -64,6 +69,7 @@ log = logging.getLogger(__name__)
 MODE_BASE_LR = {"linear": 1e-2, "lora": 3e-3, "full": 5e-4}
 REFERENCE_BATCH = 256
 MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH = 64, 8, 4
+MIN_EPOCH_IMAGES = 64  # smaller subsets are repeated within an epoch
 TARGET_STEPS, EPOCH_RANGE = 300, (20, 100)
 WARMUP_EPOCHS, WARMUP_MAX_SHARE, MIN_LR = 5, 0.1, 1e-6
 AUTO_AUGMENT = {"fundus": "rfg", "photo": "rfg", "xray": "cxr", "us": "cxr"}
@@ -110,13 +116,18 @@ def default_batch_size(n_train: int) -> int:
     return max(1, min(MAX_BATCH, n_train, max(MIN_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH))))
 
 
+def epoch_repeats(n_train: int) -> int:
+    """How often a subset is repeated within one epoch, so that an epoch holds >= 64 draws."""
+    return max(1, math.ceil(MIN_EPOCH_IMAGES / max(n_train, 1)))
+
+
 def build_train_config(mode: str, n_train: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The per-mode MED-PEFT defaults (module docstring) for ``n_train`` images, then ``overrides``."""
     if mode not in MODE_BASE_LR:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODE_BASE_LR)}")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     batch = int(overrides.get("batch_size", default_batch_size(n_train)))
-    steps_per_epoch = max(1, math.ceil(n_train / max(batch, 1)))
+    steps_per_epoch = max(1, math.ceil(n_train * epoch_repeats(n_train) / max(batch, 1)))
     if "epochs" in overrides:
         epochs = int(overrides["epochs"])
     elif overrides.get("max_steps"):  # a step budget alone: as many epochs as it takes
@@ -137,6 +148,7 @@ def build_train_config(mode: str, n_train: int, overrides: dict[str, Any] | None
         "schedule_interval": "step",
         "num_workers": 0 if n_train < 2048 else min(4, os.cpu_count() or 1),
         "log_every_steps": max(1, min(10, steps_per_epoch)),
+        "checkpoint_every_epochs": max(1, math.ceil(epochs / 10)),  # tiny subsets run many short epochs
     }
     return build_config(TrainConfig, **{**defaults, **overrides})
 
@@ -288,6 +300,8 @@ def finetune_and_score(
         pos_weight = np.asarray([pos_weight[data.names.index(n)] for n in names], dtype=np.float32)
     classifier = classifier.model_copy(update={"num_classes": len(names)})
     train_ds = data.dataset(train, names, augment=get_augment(augment, data.contract))
+    if epoch_repeats(len(train_ds)) > 1:  # each repeat draws its own augmentation
+        train_ds = ConcatDataset([train_ds] * epoch_repeats(len(train_ds)))
     val_ds, test_ds = (data.dataset(data.splits[s], names) for s in ("val", "test"))
     _warn_unscorable(val_ds, names, data.task, echo)
 
@@ -323,8 +337,6 @@ def _score_with_intervals(method, dataset: ImageDataset, task: str, names, n_res
     from greenfm.adapt.objective import class_indices
     from greenfm.evaluate.bootstrap import bootstrap_metrics
     from greenfm.evaluate.metrics import compute_metrics
-
-    import torch
 
     labels, scores = predict(method, dataset, batch_size=256)
     if task == "multiclass":

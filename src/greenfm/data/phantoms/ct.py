@@ -54,8 +54,8 @@ def ct_patient(
         for name in CT_FINDING_IDS:
             lesions = truth[name]
             row[f"meta_true_{name}"] = int(bool(lesions))
-            row[f"meta_size_{name}"] = max((l.size_mm for l in lesions), default=None)  # noqa: E741
-            row[f"meta_conspicuity_{name}"] = max((round(l.conspicuity, 3) for l in lesions), default=None)  # noqa: E741
+            row[f"meta_size_{name}"] = max((lesion.size_mm for lesion in lesions), default=None)
+            row[f"meta_conspicuity_{name}"] = max((round(lesion.conspicuity, 3) for lesion in lesions), default=None)
         out.append((row, render_ct(study, site, size), SPACING_MM))
         prior = readings
         gap = int(np.ceil(rng.exponential(90.0)))

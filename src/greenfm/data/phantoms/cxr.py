@@ -6,7 +6,7 @@ chronic findings keep their place and size (a nodule grows slowly, an enlarged
 heart stays enlarged), acute ones come, change and go. ``describe_study`` lists
 what a reader could see, with sizes and sides, for the report writer and the
 ``meta_*`` columns. Sizes and subtlety are drawn so that the data set holds
-obvious cases and many subtle ones (2-4 mm nodules, blunted costophrenic
+obvious cases and many subtle ones (3-5 mm or faint nodules, blunted costophrenic
 angles, thin apical rims, borderline hearts).
 """
 
@@ -72,8 +72,8 @@ def cxr_patient(
         for name in CXR_FINDING_IDS:
             lesions = truth[name]
             row[f"meta_true_{name}"] = int(bool(lesions))
-            row[f"meta_size_{name}"] = max((l.size_mm for l in lesions), default=None)  # noqa: E741
-            row[f"meta_conspicuity_{name}"] = max((round(l.conspicuity, 3) for l in lesions), default=None)  # noqa: E741
+            row[f"meta_size_{name}"] = max((lesion.size_mm for lesion in lesions), default=None)
+            row[f"meta_conspicuity_{name}"] = max((round(lesion.conspicuity, 3) for lesion in lesions), default=None)
         out.append((row, render_cxr(study, site, size)))
         prior = readings
         gap = int(np.ceil(rng.exponential(45.0)))
