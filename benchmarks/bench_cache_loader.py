@@ -9,7 +9,8 @@ to a temporary folder), and ``../shared/data/covid_cxr_notes`` when present.
 Contract ``cxr-medpeft`` at 224 px (grey cached once, repeated to 3 channels
 when read); batch 64; DataLoader with 0 and 2 workers; one warm-up epoch each.
 "uint8 batches" is the cached loader with ``normalized=False`` (normalise on
-the device); "cxr augment" adds the light CXR augmentation per image.
+the device), "+ normalize(batch)" adds that step on the CPU, batch-wise;
+"cxr augment" adds the light CXR augmentation per image.
 
     .venv/bin/python benchmarks/bench_cache_loader.py [--images 2000 --vit-batches 3 --pngs DIR]
 
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from greenfm.data.augment import get_augment
 from greenfm.data.cache import build_cache
-from greenfm.data.contract import get_contract
+from greenfm.data.contract import get_contract, normalize
 from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import load_manifest
 
@@ -59,7 +60,7 @@ def _write_png(job: tuple[Path, int, int]) -> None:
     path, size, seed = job
     rng = np.random.default_rng(seed)
     coarse = torch.from_numpy(rng.random((1, 1, 16, 16), dtype=np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")[0, 0].numpy()
     image = np.clip(smooth * 200 + 30 + rng.normal(0, 4, (size, size)), 0, 255).astype(np.uint8)
     Image.fromarray(image).save(path)
 
@@ -68,12 +69,13 @@ def shared_manifest(folder: Path) -> Path | None:
     if not (SHARED / "metadata.csv").exists():
         return None
     meta = pd.read_csv(SHARED / "metadata.csv")
-    table = pd.DataFrame({"path": [str(SHARED / f) for f in meta["filename"]], "patient_id": meta["patient_id"].astype(str)})
+    paths = [str(SHARED / f) for f in meta["filename"]]
+    table = pd.DataFrame({"path": paths, "patient_id": meta["patient_id"].astype(str)})
     table.to_csv(folder / "covid_manifest.csv", index=False)
     return folder / "covid_manifest.csv"
 
 
-def loader_rate(dataset, workers: int, *, max_images: int | None = None, repeats: int = 2) -> float:
+def loader_rate(dataset, workers: int, *, max_images: int | None = None, repeats: int = 2, post=None) -> float:
     """Best images/s over ``repeats`` timed epochs, after one warm-up epoch (workers persist).
 
     The best pass is reported because the machine is shared: slower passes
@@ -89,7 +91,8 @@ def loader_rate(dataset, workers: int, *, max_images: int | None = None, repeats
     for _ in range(repeats):
         start, seen = time.perf_counter(), 0
         for batch in loader:
-            seen += batch["image"].shape[0]
+            image = post(batch["image"]) if post is not None else batch["image"]
+            seen += image.shape[0]
         best = max(best, seen / (time.perf_counter() - start))
     return best
 
@@ -129,6 +132,8 @@ def measure(manifest_path: Path, cache_root: Path, label: str, pil_images: int, 
     for workers in (0, 2):
         row[f"cached_w{workers}"] = round(loader_rate(cached, workers, repeats=fast_repeats), 1)
         row[f"cached_uint8_w{workers}"] = round(loader_rate(raw, workers, repeats=fast_repeats), 1)
+        row[f"cached_uint8_batch_normalize_w{workers}"] = round(
+            loader_rate(raw, workers, repeats=fast_repeats, post=lambda x: normalize(x, contract)), 1)
         row[f"cached_cxr_augment_w{workers}"] = round(loader_rate(augmented, workers, repeats=repeats), 1)
         row[f"pil_w{workers}"] = round(loader_rate(decoded, workers, max_images=pil_images, repeats=repeats), 1)
     print(f"[{label}] done", flush=True)
@@ -168,6 +173,7 @@ def main() -> None:
     print(header + "\n" + "-" * len(header))
     for name, r in results.items():
         for kind, title in (("cached", "cached (memmap)"), ("cached_uint8", "cached, uint8 batches"),
+                            ("cached_uint8_batch_normalize", "  + normalize(batch) on CPU"),
                             ("cached_cxr_augment", "cached + cxr augment"),
                             ("pil", "PIL decode every epoch")):
             w0, w2 = r[f"{kind}_w0"], r[f"{kind}_w2"]

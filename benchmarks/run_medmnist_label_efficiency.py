@@ -14,13 +14,17 @@ train / val / test splits are kept.
 
 Encoder: greenfm's ``vit_tiny_test`` (patch 8, width 64, depth 4) at 32 px, random
 init unless ``--model`` names a run or export folder (e.g. a ``greenfm pretrain``
-run). Every fine-tune gets the same step budget (``--max-steps``).
+run). Every fine-tune gets the same step budget (``--max-steps``) and, by default,
+one learning rate for LoRA and full (``--lr 1e-3``): MED-PEFT's batch-scaled values
+assume a pretrained backbone and barely move a random one in a few hundred steps
+(``--lr 0`` keeps greenfm's per-mode defaults).
 
-    .venv/bin/python benchmarks/run_medmnist_label_efficiency.py [--seeds 0 1] [--max-steps 200]
+    .venv/bin/python benchmarks/run_medmnist_label_efficiency.py [--seeds 0 1 2] [--max-steps 200]
         [--datasets pneumonia retina breast] [--work /var/tmp/greenfm_medmnist_le] [--model random]
 
-Rerunning continues where it stopped (finished cells are kept). Prints a table and
-writes benchmarks/results/medmnist_label_efficiency.json.
+Seeds run outermost (all data sets for seed 0, then seed 1 ...), so stopping early
+leaves whole seeds. Rerunning continues where it stopped (finished cells are kept).
+Prints a table and writes benchmarks/results/medmnist_label_efficiency.json.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -65,13 +70,39 @@ def manifest_for(name: str, work: Path) -> Path:
     return binary
 
 
+def markdown(report: dict) -> str:
+    """One table per data set: mode x fraction, mean macro AUROC [mean 95% CI] (seed sd; images)."""
+    parts = []
+    for name, entry in report["datasets"].items():
+        summary = pd.DataFrame(entry["summary"])
+        fractions = sorted(summary["fraction"].unique())
+        head = "| mode | " + " | ".join(f"{f:.0%}" for f in fractions) + " |"
+        lines = [f"**{name}** ({entry['task']}; test {entry['test']['n_images']} images)", "", head,
+                 "|---" * (len(fractions) + 1) + "|"]  # fmt: skip
+        for mode, curve in summary.groupby("mode", sort=False):
+            cells = []
+            for f in fractions:
+                row = curve[curve["fraction"] == f]
+                if row.empty:
+                    cells.append("skipped")
+                    continue
+                r = row.iloc[0]
+                sd = f", sd {r['auroc_std']:.3f}" if pd.notna(r["auroc_std"]) else ""
+                cells.append(f"{r['auroc_mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                             f"(n={r['n_train_images']:.0f}{sd})")  # fmt: skip
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--modes", nargs="+", default=["linear", "lora", "full"])
     parser.add_argument("--max-steps", type=int, default=200, help="optimiser steps per fine-tune")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak lr of every fine-tune (0: per-mode defaults)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--model", default="random", help="random, or a greenfm run / export folder")
     parser.add_argument("--backbone", default="vit_tiny_test")
@@ -83,7 +114,7 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: this benchmark needs ../shared/data/medmnist")
     torch.set_num_threads(args.threads)
-    tag = "random" if args.model == "random" else Path(args.model).name
+    tag = ("random" if args.model == "random" else Path(args.model).name) + (f"-lr{args.lr:g}" if args.lr else "")
 
     report = {
         "claim": "MED-PEFT: LoRA >= full fine-tuning at low label fractions",
@@ -93,16 +124,19 @@ def main() -> None:
         "datasets": {},
     }  # fmt: skip
     started = time.perf_counter()
-    for name in args.datasets:
+    results = {}
+    for k in range(1, len(args.seeds) + 1):  # seed by seed: an early stop leaves whole seeds
+        for name in args.datasets:
+            _, modality, _ = DATASETS[name]
+            results[name] = run_label_efficiency(
+                model=args.model, backbone=args.backbone, img_size=args.img_size, data=manifest_for(name, args.work),
+                out=args.work / name / f"study-{tag}", fractions=args.fractions, seeds=args.seeds[:k],
+                modes=args.modes, bootstrap=args.bootstrap, max_steps=args.max_steps, lr=args.lr or None,
+                modality=modality, cache=args.work / "cache",
+            )  # fmt: skip
+    for name, result in results.items():
         _, modality, task = DATASETS[name]
-        tic = time.perf_counter()
-        result = run_label_efficiency(
-            model=args.model, backbone=args.backbone, img_size=args.img_size, data=manifest_for(name, args.work),
-            out=args.work / name / f"study-{tag}", fractions=args.fractions, seeds=args.seeds, modes=args.modes,
-            bootstrap=args.bootstrap, max_steps=args.max_steps, modality=modality, cache=args.work / "cache",
-        )  # fmt: skip
-        seconds = time.perf_counter() - tic
-        print(f"\n{name} ({task}), {seconds:.0f} s this session\n{result.table()}\n")
+        print(f"\n{name} ({task})\n{result.table()}\n")
         cells = json.loads((result.out / "label_efficiency.json").read_text())
         report["datasets"][name] = {
             "task": task,
@@ -114,8 +148,11 @@ def main() -> None:
             "skipped_cells": cells["skipped_cells"],
         }
     report["wall_seconds_this_session"] = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    report["cpu_seconds_this_session"] = sum(u.ru_utime + u.ru_stime for u in usage)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
     print(f"wrote {args.results}")
 
 

@@ -26,12 +26,22 @@ def data_check(data: str | Path, *, skip_bad: bool = False):
 
 
 def data_phantoms(
-    *, out: str | Path, kind: str = "cxr", patients: int = 400, size: int | None = 128, seed: int = 0, site: str = "A"
+    *,
+    out: str | Path,
+    kind: str = "cxr",
+    patients: int = 200,
+    size: int | None = None,
+    seed: int = 0,
+    site: str = "A",
+    images_per_patient: tuple[int, int] = (1, 4),
+    unmentioned: str = "absent",
+    workers: int | None = None,
 ):
     """Generate synthetic phantoms (chest radiographs or chest CT) with reports and labels; returns the manifest path."""
     from greenfm.data.phantoms import generate_phantoms, summarize_phantoms
 
-    path = generate_phantoms(out, kind=kind, n_patients=patients, size=size, seed=seed, site=site)
+    path = generate_phantoms(out, kind=kind, n_patients=patients, size=size, seed=seed, site=site,
+                             images_per_patient=tuple(images_per_patient), unmentioned=unmentioned, workers=workers)
     console.print(str(summarize_phantoms(path)))
     console.print(f"manifest: {path}")
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -37,13 +37,17 @@ def _api():
 def data_phantoms(
     out: Path = typer.Option(..., "--out", help="Folder to write images and manifest.csv into."),
     kind: str = typer.Option("cxr", help="cxr (2D chest radiographs) or ct (3D chest CT in HU)."),
-    patients: int = typer.Option(400, help="Number of synthetic patients."),
-    size: int = typer.Option(128, help="Image side in pixels (cxr) or in-plane voxels (ct)."),
+    patients: int = typer.Option(200, help="Number of synthetic patients (1-4 studies each)."),
+    size: Optional[int] = typer.Option(None, help="Image side in pixels (cxr, default 128) or in-plane voxels (ct, default 96)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
-    site: str = typer.Option("A", help="Acquisition profile (scanner/site) of the population."),
+    site: str = typer.Option("A", help="Acquisition profile: A outpatient clinic, B wards/ICU bedside AP, C screening centre."),
+    images_per_patient: Tuple[int, int] = typer.Option((1, 4), help="Minimum and maximum studies per patient."),
+    unmentioned: str = typer.Option("absent", help="Label of findings a report does not mention: absent (0) or missing (empty)."),
+    workers: Optional[int] = typer.Option(None, help="Processes drawing images (default: by size of the job)."),
 ) -> None:
     """Generate synthetic phantoms with reports and labels (greenfm's embedded default data)."""
-    _api().data_phantoms(out=out, kind=kind, patients=patients, size=size, seed=seed, site=site)
+    _api().data_phantoms(out=out, kind=kind, patients=patients, size=size, seed=seed, site=site,
+                         images_per_patient=images_per_patient, unmentioned=unmentioned, workers=workers)
 
 
 @data_app.command("import")

@@ -29,14 +29,15 @@ def test_round_trip_through_json_keeps_contract_and_fingerprint():
         assert back.fingerprint == contract.fingerprint
         assert hash(back) == hash(contract)
     with pytest.raises(ConfigError, match="2 windows give 2 channels"):
-        Contract.from_dict({"modality": "ct", "windows": [(40, 400), (-600, 1500)], "channels": 1, "mean": 0.5, "std": 0.5})
+        Contract.from_dict({"windows": [(40, 400), (-600, 1500)], "channels": 1, "mean": 0.5, "std": 0.5})
     ct = Contract(modality="ct", bit_depth=16, windows=[(40, 400)], channels=1, mean=0.5, std=0.5)
     assert Contract.from_dict(json.loads(ct.to_json())) == ct
 
 
 def test_presets_match_the_methods():
     rfg = PRESETS["rfg"]
-    assert (rfg.modality, rfg.size, rfg.resize, rfg.mean, rfg.std) == ("fundus", (392, 392), "squash", (0.5,) * 3, (0.5,) * 3)
+    assert (rfg.modality, rfg.size, rfg.resize) == ("fundus", (392, 392), "squash")
+    assert rfg.mean == (0.5,) * 3 and rfg.std == (0.5,) * 3
     assert rfg.antialias
     cxr = PRESETS["cxr-medpeft"]
     assert cxr.mean == (0.4978,) * 3 and cxr.std == (0.2449,) * 3 and cxr.channels == 3 and cxr.stored_channels == 1

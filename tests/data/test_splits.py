@@ -45,7 +45,8 @@ def test_split_is_patient_disjoint_sized_and_stratified():
     prevalence = out.groupby("split")[["common", "rare"]].apply(lambda t: (t == 1).mean())
     overall = (table[["common", "rare"]] == 1).mean()
     assert (prevalence - overall).abs().max().max() < 0.3 * overall.max()
-    assert ((out[out.split == "test"]["very_rare"] == 1).sum() > 0) and ((out[out.split == "train"]["very_rare"] == 1).sum() > 0)
+    very_rare = out[out["very_rare"] == 1]
+    assert {"train", "test"} <= set(very_rare["split"])  # rare findings reach train and test
 
 
 def test_split_is_seeded():
@@ -108,7 +109,8 @@ def test_split_manifest_writes_a_new_file_and_never_the_input(tmp_path):
     split_manifest(tmp_path / "m.csv", tmp_path / "out" / "split.csv", seed=0)
     reloaded = load_manifest(tmp_path / "out" / "split.csv", check_files=False)
     assert reloaded.has_splits and len(reloaded) == 60
-    assert reloaded.table["path"].tolist() == load_manifest(tmp_path / "m.csv", check_files=False).table["path"].tolist()
+    original = load_manifest(tmp_path / "m.csv", check_files=False)
+    assert reloaded.table["path"].tolist() == original.table["path"].tolist()
     assert "split" not in pd.read_csv(tmp_path / "m.csv").columns
 
 

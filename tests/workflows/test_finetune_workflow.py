@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from greenfm.errors import BadInputError, ConfigError, GreenfmError
-from greenfm.workflows.finetune import build_train_config, default_batch_size, run_finetune, trainable_findings
+from greenfm.workflows.finetune import build_train_config, default_batch_size, epoch_repeats, run_finetune
+from greenfm.workflows.finetune_data import trainable_findings
 
 TINY = {"model": "random", "backbone": "vit_tiny_test", "epochs": 2, "bootstrap": 50}
 
@@ -72,7 +73,9 @@ def test_defaults_follow_med_peft_and_shrink_with_the_data():
     assert big.weight_decay == 0.05 and big.schedule == "cosine" and big.schedule_interval == "step"
     steps = -(-4000 // 64)
     assert big.warmup == min(5 * steps, int(0.1 * big.epochs * steps))
-    assert small.batch_size == default_batch_size(20) == 8 and small.epochs * -(-20 // 8) >= 100
+    assert small.batch_size == default_batch_size(20) == 8
+    assert epoch_repeats(20) == 4 and small.epochs * (4 * 20 // 8) >= 300  # 20 images, 10 steps an epoch
+    assert build_train_config("lora", 4000, {"max_steps": 130}).epochs == 3
     assert build_train_config("full", 4000).lr < big.lr < build_train_config("linear", 4000).lr
     assert build_train_config("full", 4000, {"lr": 1e-3, "epochs": 3}).lr == 1e-3
 
@@ -115,3 +118,23 @@ def test_bad_inputs_fail_before_training_with_one_clear_line(phantom_split, cach
     with pytest.raises(GreenfmError, match="attn.qkv"):
         _finetune(phantom_split, cache_root, tmp_path / "f", backbone="resnet10t", img_size=None)
     assert not (tmp_path / "f" / "config.yaml").exists()
+
+
+def test_one_hot_findings_train_as_multiclass_and_a_finished_run_resumes_to_the_same_result(
+    phantom_split, cache_root, tmp_path
+):
+    effusion = pd.read_csv(phantom_split)["pleural_effusion"].eq(1).astype(int)
+    classes = _with_columns(phantom_split, tmp_path, effusion=effusion, no_effusion=1 - effusion)
+    table = pd.read_csv(classes).drop(columns=["cardiomegaly", "pleural_effusion", "pneumothorax",
+                                               "consolidation", "lung_nodule"])  # fmt: skip
+    table.to_csv(classes, index=False)
+    result, _ = _finetune(classes, cache_root, tmp_path / "mc", mode="linear", epochs=1)
+    assert result.test["task"] == "multiclass"
+    assert [f["name"] for f in result.test["findings"]] == ["effusion", "no_effusion"]
+    assert yaml.safe_load((tmp_path / "mc" / "config.yaml").read_text())["record"]["task"] == "multiclass"
+
+    with pytest.raises(ConfigError, match="already holds a fine-tuning run"):
+        _finetune(classes, cache_root, tmp_path / "mc", mode="full")
+    resumed = run_finetune(out=tmp_path / "mc", resume=True, echo=lambda _: None)  # saved options, nothing to train
+    assert resumed.test["macro_auroc"] == pytest.approx(result.test["macro_auroc"])
+    assert resumed.best_epoch == result.best_epoch

@@ -75,16 +75,18 @@ def rfg_augment(contract: Contract) -> v2.Compose:
 
 def cxr_augment(contract: Contract, *, degrees: float = 10.0) -> v2.Compose:
     """Light CXR augmentation: RandomResizedCrop(scale 0.8-1), rotation up to ``degrees``, no flips."""
+    mode = _interpolation(contract)
     return v2.Compose([
         v2.RandomRotation(degrees, interpolation=InterpolationMode.BILINEAR),
-        v2.RandomResizedCrop(list(contract.size), scale=(0.8, 1.0), interpolation=_interpolation(contract), antialias=True),
+        v2.RandomResizedCrop(list(contract.size), scale=(0.8, 1.0), interpolation=mode, antialias=True),
     ])
 
 
 def medpeft_augment(contract: Contract) -> v2.Compose:
     """MED-PEFT (MRM) fine-tuning: RandomResizedCrop(scale 0.08-1), horizontal flip (METHODS 6.2)."""
+    mode = _interpolation(contract)
     return v2.Compose([
-        v2.RandomResizedCrop(list(contract.size), scale=(0.08, 1.0), interpolation=_interpolation(contract), antialias=True),
+        v2.RandomResizedCrop(list(contract.size), scale=(0.08, 1.0), interpolation=mode, antialias=True),
         v2.RandomHorizontalFlip(0.5),
     ])
 

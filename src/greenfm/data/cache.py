@@ -151,9 +151,12 @@ def build_cache(
         skipped = [Skipped(r, str(table["id"].iat[r]), paths[r], why) for r, why in sorted(failures)]
         if skipped and not skip_bad:
             shown = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
-            raise BadInputError(f"{len(skipped)} of {n} images cannot be decoded: {shown} (use --skip-bad to skip them)")
+            raise BadInputError(
+                f"{len(skipped)} of {n} images cannot be decoded: {shown} (use --skip-bad to skip them)"
+            )
         good = np.setdiff1d(np.arange(n), [s.row for s in skipped])
-        index = pd.DataFrame({"id": table["id"].astype(str).to_numpy()[good], "path": np.asarray(paths)[good], "row": good})
+        ids = table["id"].astype(str).to_numpy()
+        index = pd.DataFrame({"id": ids[good], "path": np.asarray(paths)[good], "row": good})
         index.to_parquet(tmp / INDEX, index=False)
         meta = _meta(manifest, contract, key, shape, skipped, n_workers, time.perf_counter() - started)
         _write_json(tmp / META, meta)
@@ -199,10 +202,12 @@ def open_cache(
 # -- building ------------------------------------------------------------------
 
 
-def _decode_all(paths: list[str], contract: Contract, pixels_path: Path, workers: int, progress: bool) -> list[tuple[int, str]]:
+def _decode_all(
+    paths: list[str], contract: Contract, pixels_path: Path, workers: int, progress: bool
+) -> list[tuple[int, str]]:
     chunks = [(start, paths[start : start + _CHUNK]) for start in range(0, len(paths), _CHUNK)]
     failures: list[tuple[int, str]] = []
-    with _progress_bar(len(paths), progress) as advance:
+    with _ProgressBar(len(paths), progress) as advance:
         if workers <= 1:
             for start, chunk in chunks:
                 failures += _decode_chunk(start, chunk, contract, pixels_path)
@@ -247,7 +252,7 @@ def _worker_count(workers: int | None, n: int) -> int:
     return max(1, int(workers)) if n >= _MIN_IMAGES_FOR_POOL else 1
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich progress bar when asked for, else a no-op; yields ``advance(n)``."""
 
     def __init__(self, total: int, enabled: bool):
@@ -333,7 +338,9 @@ def _alive(pid: int) -> bool:
 def _check_free_space(root: Path, needed: int) -> None:
     free = shutil.disk_usage(root).free
     if needed > free:
-        raise BadInputError(f"the cache needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free", source=str(root))
+        raise BadInputError(
+            f"the cache needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free", source=str(root)
+        )
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -363,7 +370,7 @@ def _open_if_complete(path: Path) -> CacheStore | None:
 def _open_pixels(path: Path, meta: dict[str, Any]) -> np.ndarray:
     pixels = np.load(path / PIXELS, mmap_mode="r")
     if list(pixels.shape) != list(meta["shape"]) or str(pixels.dtype) != meta["dtype"]:
-        raise ValueError(f"{path / PIXELS} holds {pixels.shape} {pixels.dtype}, meta.json says {meta['shape']} {meta['dtype']}")
+        raise ValueError(f"{PIXELS} holds {pixels.shape} {pixels.dtype}; meta.json says {meta['shape']} {meta['dtype']}")
     return pixels
 
 

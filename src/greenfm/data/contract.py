@@ -92,7 +92,8 @@ class Contract(BaseModel):
             if any(w <= 0 for _, w in self.windows):
                 raise ValueError(f"window widths must be positive, got {self.windows}")
             if len(self.windows) not in (1, self.channels):
-                raise ValueError(f"{len(self.windows)} windows give {len(self.windows)} channels, but channels={self.channels}")
+                n = len(self.windows)
+                raise ValueError(f"{n} windows give {n} channels, but channels={self.channels}")
         return self
 
     # -- derived -----------------------------------------------------------
@@ -249,7 +250,9 @@ def to_contract(
         # path, ~6x faster than float32 for large colour images), repeat grey after.
         x = torch.from_numpy(np.array(arr[None] if channels == 1 else arr.transpose(2, 0, 1), order="C"))
         out = _resize(x, contract).numpy()
-        return np.ascontiguousarray(np.repeat(out, contract.stored_channels, axis=0) if len(out) != contract.stored_channels else out)
+        if len(out) != contract.stored_channels:
+            out = np.repeat(out, contract.stored_channels, axis=0)
+        return np.ascontiguousarray(out)
 
     unit = _to_unit(arr, contract, bits_stored, source)  # float32 (C, h, w) in [0, 1]
     unit = _match_channels(unit, contract.stored_channels)
@@ -388,7 +391,8 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+        return numbers and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
     return a == b
 
 

@@ -59,7 +59,10 @@ def patient_grouped_split(
 
     rng = np.random.default_rng(seed)
     smallest = min(f for f in (val, test, 1 - val - test) if f > 0)
-    strata = _strata(pos > 0, min_count=int(np.ceil(1 / smallest))) if stratify and findings else np.zeros(len(patients), dtype=int)
+    if stratify and findings:
+        strata = _strata(pos > 0, min_count=int(np.ceil(1 / smallest)))
+    else:
+        strata = np.zeros(len(patients), dtype=int)
     order = _stratified_order(strata, rng)
     # A patient belongs to the segment holding the middle of its images.
     middle = (np.cumsum(images[order]) - images[order] / 2) / images.sum()
@@ -110,7 +113,8 @@ class FractionPlan:
         lines = [f"label fractions, seed {self.seed}:"]
         for c in self.counts:
             f = c["fraction"]
-            lines.append(f"  {f:g}: {c['n_images']} images ({c['actual_fraction']:.2%}) from {c['n_patients']} patients")
+            share = f"{c['actual_fraction']:.2%}"
+            lines.append(f"  {f:g}: {c['n_images']} images ({share}) from {c['n_patients']} patients")
             if self.missing_positives.get(f):
                 lines.append(f"    no positives for: {', '.join(self.missing_positives[f])}")
         return "\n".join(lines)
@@ -213,7 +217,9 @@ def split_manifest(
 # -- helpers -------------------------------------------------------------------
 
 
-def _table_and_findings(table: pd.DataFrame | Manifest, findings: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+def _table_and_findings(
+    table: pd.DataFrame | Manifest, findings: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
     if isinstance(table, Manifest):
         findings = findings if findings is not None else table.findings
         table = table.table

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from greenfm.data.phantoms.raster import band, upsample
+from greenfm.data.phantoms.raster import band, unit, upsample
 
 RIGHT, LEFT = -1, 1
 """Patient sides as signs of X: the patient's right is on the image left."""
@@ -115,14 +115,14 @@ def lung_margin(X, Y, an: ChestAnatomy, heart: Heart, dome_shift: float = 0.0, m
     """
     W = an.half_width
     ax = np.abs(X)
-    base = np.where(X < 0, np.float32(an.dome_right + dome_shift), np.float32(an.dome_left + dome_shift))
-    up = np.clip((base - Y) / (base - an.apex_y), 0.0, 1.0)
+    base = (X < 0) * np.float32(an.dome_right - an.dome_left) + np.float32(an.dome_left + dome_shift)
+    up = unit((base - Y) / (base - an.apex_y))
     m_lat = W * (1.0 - 0.3 * up * up * up) - ax
     d = (ax - 0.5 * W) / W
     m_apex = Y - (an.apex_y + 300.0 * d * d)
     m_dia = base + 125.0 * d * d - Y
     knob = (X > 0) * (13.0 * band(Y + 70.0, 14.0))  # aortic knob
-    m_med = ax - (an.mediastinum * mediastinum_scale + knob + 0.04 * np.clip(Y + 100.0, 0.0, None))
+    m_med = ax - (an.mediastinum * mediastinum_scale + knob + 0.04 * np.maximum(Y + 100.0, 0.0))
     m_heart = (heart.radius(X, Y) - 1.0) * heart.short
     lateral_apical = np.minimum(m_lat, m_apex)
     margin = np.minimum(np.minimum(lateral_apical, m_dia), np.minimum(m_med, m_heart))

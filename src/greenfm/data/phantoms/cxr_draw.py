@@ -25,7 +25,15 @@ from greenfm.data.phantoms.cxr_anatomy import (
     heart_geometry,
     lung_margin,
 )
-from greenfm.data.phantoms.raster import band, gaussian_blur, segment_distance, smooth_noise, smoothstep, unit_grid
+from greenfm.data.phantoms.raster import (
+    band,
+    gaussian_blur,
+    segment_distance,
+    smooth_noise,
+    smoothstep,
+    unit,
+    unit_grid,
+)
 from greenfm.data.phantoms.sites import SiteProfile
 
 MU_PER_CM = 0.2
@@ -92,7 +100,7 @@ def render_cxr(study: CxrStudy, site: SiteProfile, size: int = 128) -> np.ndarra
     # Body: an elliptical cross-section, wider at the shoulders.
     shoulders = smoothstep((an.apex_y + 20.0 - Y) * (1 / 90.0) + 0.5)
     Wb = (W + an.body_margin) * (1.0 + 0.25 * shoulders)
-    density = T * np.sqrt(np.clip(1.0 - (X / Wb) ** 2, 0.0, None))
+    density = T * np.sqrt(np.maximum(1.0 - (X / Wb) ** 2, 0.0))
     if an.female:
         for side in (RIGHT, LEFT):
             cx, cy = side * 0.62 * W, an.dome_right + 5.0
@@ -148,9 +156,9 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
     W, shift = an.half_width, study.dome_shift
     margin, lateral_apical, up = lung_margin(X, Y, an, heart, shift, magnification)
     # Depth of lung along the beam: a chord through a rounded surface rises steeply at the edge.
-    q = 1.0 - np.clip(margin * (1 / 45.0), 0.0, 1.0)
+    q = 1.0 - unit(margin * (1 / 45.0))
     lung_depth = (0.72 * an.thickness) * np.sqrt(1.0 - q * q)
-    np.clip(lung_depth * 0.3, 0.0, 1.0, out=in_lung)
+    in_lung[...] = unit(lung_depth * 0.3)
 
     # Vascular markings radiate from the hila and thin out towards the periphery.
     dx = np.abs(X) - (an.mediastinum + 20.0)
@@ -169,7 +177,7 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
     # Fluid and exudate replace air; a pneumothorax removes lung tissue from the rim.
     fluid = 0.0
     for side, depth in study.effusions:
-        top = costophrenic_y(an, side, shift) - depth * (0.7 + 0.3 * np.clip(np.abs(X) * (1 / W), 0.0, 1.0) ** 2)
+        top = costophrenic_y(an, side, shift) - depth * (0.7 + 0.3 * unit(np.abs(X) * (1 / W)) ** 2)
         f = smoothstep((Y - top) * (1 / (4.0 + 0.2 * depth)) + 0.5) * ((X * side) > 0)
         fluid = np.maximum(fluid, f)
     exudate, bronchi = 0.0, 0.0
@@ -181,7 +189,7 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
             patch = smoothstep((1.1 - reach) * 2.0) * (strength * (0.8 + 0.2 * fine))
             exudate = np.maximum(exudate, patch)
             if bronchograms:
-                bronchi = np.maximum(bronchi, patch * np.clip(streaks - 1.2, 0.0, None))
+                bronchi = np.maximum(bronchi, patch * np.maximum(streaks - 1.2, 0.0))
     air = (LUNG_AIR_FRACTION * lung_depth) * ((1.0 - fluid) * (1.0 - exudate))
     change = markings * (1.0 - 0.7 * fluid) - air - 0.9 * bronchi
     if study.pneumothorax is not None:
@@ -207,7 +215,7 @@ def _ribs(an: ChestAnatomy, X, Y, in_lung) -> np.ndarray:
     p = (np.sqrt(sp * sp + (4 * curv) * np.maximum(v, 0.0)) - sp) * (1 / (2 * curv))
     frac = p - np.round(p)
     reach = band((ax - (0.5 * W + 8.0)) * (1 / (0.56 * W + 8.0)), 1.0) * (ax > 14.0)
-    ribs = band(frac * (sp + 2 * curv * p), 4.8) * (np.clip(10.5 - p, 0.0, 1.0) * reach)
+    ribs = band(frac * (sp + 2 * curv * p), 4.8) * (unit(10.5 - p) * reach)
     pa = (Y + 48.0 * (1.0 - uu) - (an.apex_y + 35.0 + an.rib_phase)) * (1 / (1.1 * an.rib_spacing))
     fa = (pa - np.round(pa)) * (1.1 * an.rib_spacing)
     ribs_ant = band(fa, 5.5) * ((pa > -0.5) & (pa < 5.5)) * band((uu - 0.72) * (1 / 0.42), 1.0)
@@ -252,7 +260,7 @@ def _acquire(density: np.ndarray, an: ChestAnatomy, site: SiteProfile, rng: np.r
              px_mm: float) -> np.ndarray:
     """Detector, processing and display: thickness map (cm of water) -> uint8."""
     size = density.shape[0]
-    atten = MU_PER_CM * np.clip(density, 0.0, None)
+    atten = MU_PER_CM * np.maximum(density, 0.0)
     exposure = site.quanta_per_mm2 * px_mm * px_mm * float(np.exp(rng.normal(0, 0.15)))
     # Log-domain quantum noise, 1 / sqrt(counts); uniform deviates of unit variance are three times
     # cheaper than Gaussian ones and indistinguishable once blurred and quantised.
@@ -267,7 +275,7 @@ def _acquire(density: np.ndarray, an: ChestAnatomy, site: SiteProfile, rng: np.r
     grid = np.linspace(0.0, 1.0, _LUT_SIZE, dtype=np.float32) ** gamma
     s0 = 1 / (1 + np.exp(c / 2))
     lut = ((1 / (1 + np.exp(-c * (grid - 0.5))) - s0) * (1 / (1 - 2 * s0))).astype(np.float32)
-    index = np.clip((atten - lo) * ((_LUT_SIZE - 1) / (hi - lo)), 0, _LUT_SIZE - 1).astype(np.int32)
+    index = np.minimum(np.maximum((atten - lo) * ((_LUT_SIZE - 1) / (hi - lo)), 0.0), _LUT_SIZE - 1).astype(np.int32)
     v = lut.take(index)
     if site.edge_enhance > 0:
         v += site.edge_enhance * (v - gaussian_blur(v, 4.0 * size / 128))
@@ -276,7 +284,7 @@ def _acquire(density: np.ndarray, an: ChestAnatomy, site: SiteProfile, rng: np.r
     v += g[0] * u + g[1] * w + g[2] * _centred_square(size) + (site.brightness + rng.normal(0, 0.02))
     # Electronic noise: the quantum-noise field reversed, which is white and unrelated to it after the blur.
     v += noise[::-1, ::-1] * (site.electronic_noise * np.sqrt(12.0))
-    return np.clip(v * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.minimum(np.maximum(v * 255.0 + 0.5, 0.0), 255.0).astype(np.uint8)
 
 
 _LUT_SIZE = 2048

@@ -117,15 +117,20 @@ def band(dist, half: float):
     return 1.0 / (1.0 + q * q * q)
 
 
+def unit(x):
+    """``x`` clipped to [0, 1] (two ufuncs: cheaper than ``np.clip``'s Python wrapper on small arrays)."""
+    return np.minimum(np.maximum(x, 0.0), 1.0)
+
+
 def smoothstep(x):
     """0 below 0, 1 above 1, smooth in between."""
-    x = np.clip(x, 0.0, 1.0)
+    x = unit(x)
     return x * x * (3.0 - 2.0 * x)
 
 
 def segment_distance(x, y, start: tuple[float, float], end: tuple[float, float]):
     """Distance from points (x, y) to the segment start-end."""
     dx, dy = end[0] - start[0], end[1] - start[1]
-    t = np.clip(((x - start[0]) * dx + (y - start[1]) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    t = unit(((x - start[0]) * dx + (y - start[1]) * dy) / (dx * dx + dy * dy))
     ex, ey = x - start[0] - t * dx, y - start[1] - t * dy
     return np.sqrt(ex * ex + ey * ey)
