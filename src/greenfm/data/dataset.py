@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from greenfm.data.contract import PIXEL_FIELDS, Contract, check_compatible, normalize, to_contract
+from greenfm.data.contract import PIXEL_FIELDS, Contract, check_compatible, check_first_batch, normalize, to_contract
 from greenfm.data.manifest import Manifest, load_manifest
 from greenfm.errors import BadInputError, GreenfmError
 
@@ -154,3 +154,15 @@ def _has_voi(path: str | Path) -> bool:
     ds = read_header(Path(path))
     grey = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) in GREY
     return grey and ("VOILUTSequence" in ds or "WindowCenter" in ds)
+
+
+def check_batch_against_contract(dataset: Any, images: Any, *, what: str = "first batch") -> str | None:
+    """Warn when a batch drawn from ``dataset`` does not look normalised per its contract.
+
+    Training and embedding loops call this on their first batch; a dataset without
+    a ``contract`` attribute (or a non-tensor batch) is not checked.
+    """
+    contract = getattr(dataset, "contract", None)
+    if contract is None or not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        return None
+    return check_first_batch(images, contract, what=what)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from greenfm.data.dataset import check_batch_against_contract
 from greenfm.data.embeddings import Embeddings, write_embeddings
 from greenfm.errors import ConfigError
 from greenfm.models.backbones import Encoder
@@ -106,6 +107,8 @@ def embed_dataset(
     try:
         with torch.inference_mode(), autocast:
             for batch in loader:
+                if filled == 0:
+                    check_batch_against_contract(dataset, _images(batch))
                 x = _images(batch).to(device, non_blocking=True)
                 if channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from greenfm.data.dataset import check_batch_against_contract
 from greenfm.engine.checkpoint import clean_stale_temporaries, save_checkpoint, save_exported, snapshot
 from greenfm.engine.flops import batch_size_of, method_flops
 from greenfm.engine.launch import build_fabric, gather_objects, per_device_batch, resolve_hardware
@@ -259,6 +260,7 @@ class _Loop:
             apply_schedule(self.scheduler, config, step=self.progress["step"], epoch=self.progress["epoch"])
         if not self.flops:
             self._count_flops(group[0])
+            check_batch_against_contract(self.dataset, group[0].get("image") if isinstance(group[0], dict) else None)
         sizes = [batch_size_of(b) for b in group]
         values: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(group):
