@@ -59,27 +59,29 @@ def data_import(source: str | Path, *, out: str | Path, kind: str = "auto", skip
 
 
 def data_split(*, data: str | Path, out: str | Path, val: float = 0.1, test: float = 0.2, seed: int = 0,
-               skip_bad: bool = False):
+               stratify: bool = True, skip_bad: bool = False):
     """Patient-grouped train/val/test splits (stratified by label where possible) into a new manifest."""
     from greenfm.data.manifest import load_manifest
     from greenfm.data.splits import split_manifest
 
-    manifest = split_manifest(load_manifest(data, skip_bad=skip_bad), out, val=val, test=test, seed=seed)
+    manifest = split_manifest(load_manifest(data, skip_bad=skip_bad), out, val=val, test=test, seed=seed,
+                              stratify=stratify)
     console.print(manifest_summary_table(manifest))
     console.print(f"wrote {out}")
     return manifest
 
 
 def data_cache(*, data: str | Path, out: str | Path, contract: str = "rfg", size: int | None = None,
-               skip_bad: bool = False, workers: int | None = None):
+               skip_bad: bool = False, workers: int | None = None, force: bool = False):
     """Decode and resize every image once into a memory-mapped store keyed by manifest hash and contract."""
     from greenfm.data.cache import build_cache
     from greenfm.data.contract import get_contract
     from greenfm.data.manifest import load_manifest
 
     manifest = load_manifest(data, skip_bad=skip_bad)
-    store = build_cache(manifest, get_contract(contract, size=size), out, skip_bad=skip_bad, workers=workers)
-    console.print(f"cache: {len(store)} images at {store.path}")
+    store = build_cache(manifest, get_contract(contract, size=size), out, skip_bad=skip_bad, workers=workers, force=force)
+    skipped = store.meta.get("n_skipped", 0)
+    console.print(f"cache: {len(store)} images at {store.path}" + (f"; skipped {skipped} bad image(s)" if skipped else ""))
     return store
 
 

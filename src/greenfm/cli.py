@@ -81,10 +81,11 @@ def data_split(
     val: float = typer.Option(0.1, help="Fraction of patients for validation."),
     test: float = typer.Option(0.2, help="Fraction of patients for test."),
     seed: int = typer.Option(0, help="Random seed."),
+    stratify: bool = typer.Option(True, help="Stratify patients by their finding pattern."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Make patient-grouped train/val/test splits, stratified by label where possible."""
-    _api().data_split(data=data, out=out, val=val, test=test, seed=seed, skip_bad=skip_bad)
+    _api().data_split(data=data, out=out, val=val, test=test, seed=seed, stratify=stratify, skip_bad=skip_bad)
 
 
 @data_app.command("cache")
@@ -93,10 +94,12 @@ def data_cache(
     out: Path = typer.Option(..., "--out", help="Cache root folder; one sub-folder per manifest hash and contract."),
     contract: str = typer.Option("rfg", help="Preprocessing contract preset or a contract JSON file."),
     size: Optional[int] = typer.Option(None, help="Override the contract's image side."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (default: usable cores)."),
+    force: bool = typer.Option(False, help="Rebuild even when a complete cache exists."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Decode and resize every image once into a memory-mapped store."""
-    _api().data_cache(data=data, out=out, contract=contract, size=size, skip_bad=skip_bad)
+    _api().data_cache(data=data, out=out, contract=contract, size=size, workers=workers, force=force, skip_bad=skip_bad)
 
 
 # ----------------------------------------------------------------------------- pretrain, embed, probe
