@@ -66,8 +66,11 @@ def adamw(module: nn.Module, *, lr: float, betas: tuple[float, float], weight_de
 
 
 def train(model: PlainTokenReconstruction, optimizer: torch.optim.Optimizer, images: torch.Tensor, *,
-          batch_size: int, steps: int, grad_clip: float | None) -> list[float]:
-    """Run ``steps`` optimiser steps over ``images`` (wrapping around); ``perf_counter()`` after each."""
+          batch_size: int, steps: int, grad_clip: float | None) -> list[tuple[float, float]]:
+    """Run ``steps`` optimiser steps over ``images`` (wrapping around).
+
+    Returns ``(perf_counter(), process_time())`` read after each step.
+    """
     model.train()
     model.teacher.eval()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -83,5 +86,5 @@ def train(model: PlainTokenReconstruction, optimizer: torch.optim.Optimizer, ima
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        ends.append(time.perf_counter())
+        ends.append((time.perf_counter(), time.process_time()))
     return ends

@@ -32,15 +32,6 @@ EXPORT_FILES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Images(Dataset):
     """Seeded 32 x 32 images with two learnable findings (bright; checkerboard)."""
 

@@ -17,15 +17,6 @@ from greenfm.adapt.objective import ClassifierMethod, class_indices, masked_bce_
 from greenfm.adapt.sampling import balanced_sample_weights, balanced_sampler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_vit() -> torch.nn.Module:
     return timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2

@@ -13,15 +13,6 @@ from greenfm.adapt.lora import VARIANT_QV_FUSED, FusedQVLoraLinear, add_lora, lo
 from greenfm.errors import ConfigError, GreenfmError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vit_b16(num_classes: int = 14) -> nn.Module:
     """ViT-B/16@224 as in MED-PEFT, built on the meta device (no memory, no init cost)."""
     with torch.device("meta"):

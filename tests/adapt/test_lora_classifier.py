@@ -12,15 +12,6 @@ from greenfm.adapt.layer_decay import parameter_depth
 from greenfm.errors import ConfigError, GreenfmError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_vit(**overrides) -> nn.Module:
     options = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0)
     options.update(overrides)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from greenfm.data.manifest import write_table
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.labeling.agreement import compare_labels, micro_average
 from greenfm.labeling.findings import Vocabulary, load_vocabulary
@@ -129,7 +130,7 @@ def label_manifest(
 
     result = _with_labels(table, labels, given, data.parent, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(result, out)
+    write_table(result, out)
     stem = out.with_suffix("")
     evidence_path, record_path = Path(f"{stem}.evidence.csv"), Path(f"{stem}.labeling.json")
     key = "id" if "id" in result.columns else "path" if "path" in result.columns else None
@@ -220,15 +221,6 @@ def _rebase(p: Any, src: Path, dst: Path) -> Any:
     if p is None or (isinstance(p, float) and math.isnan(p)) or pd.isna(p) or os.path.isabs(str(p)):
         return p
     return os.path.relpath((src / str(p)).resolve(), dst.resolve())
-
-
-def _write(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

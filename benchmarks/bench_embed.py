@@ -1,0 +1,189 @@
+"""Embedding throughput: greenfm's ``embed`` path against a plain timm forward loop.
+
+Claim: embedding a cached data set with greenfm costs no more than the shortest
+plain timm loop over the same images already in memory (ratio >= 1.0 within the
+noise of a shared machine).
+
+greenfm: ``greenfm.engine.embed.embed_dataset`` (what ``greenfm embed`` /
+``api.embed`` runs, through ``embed_to_file``, once the model is loaded) on an
+``ImageDataset`` read from the decode-once cache: DataLoader (``num_workers=0``,
+the verb's default), per-image normalisation, collation, ``inference_mode``,
+``forward_features``, ``mean-all-tokens`` pooling, copy into the output array.
+Model loading, manifest reading and the Parquet write of the verb are left out.
+
+plain: ``model.eval()``; under ``torch.inference_mode()``,
+``model.forward_features(x).mean(1)`` over batches sliced from one preloaded
+float32 tensor holding the same normalised images; the vectors are copied to
+NumPy. Same timm model object, same batch, CPU fp32, torch's default threads.
+
+Configurations: ViT-S/14 (``vit_small_patch14_reg4_dinov2`` at 224 px, random
+init, batch 32) and ``vit_tiny_test`` at 64 px (batch 64). Images: greenfm CXR
+phantoms (128 px) cached under contract ``cxr-medpeft`` in a temporary folder
+under /var/tmp. One untimed batch warms each model up; then greenfm and plain
+each embed the whole set, alternating (A B, B A, ...) because the machine is
+shared; the ratio is the median of the per-round ratios greenfm / plain
+images/s. Both outputs are checked equal.
+
+    .venv/bin/python benchmarks/bench_embed.py [--rounds N] [--quick] [--only tiny_64]
+
+Prints a table and writes benchmarks/results/embed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from greenfm.data.cache import build_cache
+from greenfm.data.contract import get_contract
+from greenfm.data.dataset import ImageDataset
+from greenfm.data.manifest import load_manifest
+from greenfm.data.phantoms import generate_phantoms
+from greenfm.engine.embed import embed_dataset
+from greenfm.models.backbones import create_encoder
+
+RESULTS = Path(__file__).resolve().parent / "results" / "embed.json"
+TARGET = 1.0
+
+# batches: full batches per pass over the set; rounds: interleaved greenfm/plain pairs.
+CONFIGS = {
+    "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 32, "batches": 2,
+                    "rounds": 2},
+    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4},
+}
+QUICK = {"vit_s14_224": {"batches": 1}, "tiny_64": {"batches": 4}}
+
+
+def run_greenfm(encoder, dataset: ImageDataset, batch: int) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    vectors = embed_dataset(encoder, dataset, batch_size=batch, device="cpu", precision="auto", num_workers=0)
+    return time.perf_counter() - start, vectors
+
+
+def run_plain(model: torch.nn.Module, images: torch.Tensor, batch: int) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            out.append(model.forward_features(images[i : i + batch]).mean(dim=1).numpy())
+    vectors = np.concatenate(out)
+    return time.perf_counter() - start, vectors
+
+
+def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
+    n = cfg["batch"] * cfg["batches"]
+    if len(manifest) < n:
+        raise SystemExit(f"{name}: {len(manifest)} phantom images, {n} needed; raise --patients")
+    contract = get_contract("cxr-medpeft", size=cfg["img_size"])
+    subset = manifest.subset(np.arange(len(manifest)) < n)
+    store = build_cache(subset, contract, work / "cache", workers=1, progress=False)
+    dataset = ImageDataset(subset, contract, cache=store, labels=False)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))]).contiguous()
+    torch.manual_seed(0)
+    encoder = create_encoder(cfg["backbone"], img_size=cfg["img_size"])  # random init
+    model = encoder.model  # the bare timm module the plain loop drives
+    with torch.inference_mode():
+        model.eval().forward_features(images[: min(8, n)])  # warm-up, untimed
+
+    runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
+    loads, max_diff = [], 0.0
+    for r in range(cfg["rounds"]):
+        loads.append(os.getloadavg()[0])
+        outputs = {}
+        for variant in (("greenfm", "plain") if r % 2 == 0 else ("plain", "greenfm")):
+            if variant == "greenfm":
+                seconds, outputs[variant] = run_greenfm(encoder, dataset, cfg["batch"])
+            else:
+                seconds, outputs[variant] = run_plain(model, images, cfg["batch"])
+            runs[variant].append({"images_per_s": n / seconds, "seconds": seconds, "round": r,
+                                  "load_average_1min": os.getloadavg()[0]})
+            print(f"  [{name}] round {r} {variant:<8}{n / seconds:10.2f} images/s", flush=True)
+        max_diff = max(max_diff, float(np.abs(outputs["greenfm"] - outputs["plain"]).max()))
+    if max_diff > 1e-4:
+        raise SystemExit(f"{name}: greenfm and plain embeddings differ by {max_diff:.3g}")
+    g = [x["images_per_s"] for x in runs["greenfm"]]
+    p = [x["images_per_s"] for x in runs["plain"]]
+    ratios = [a / b for a, b in zip(g, p)]
+    return {
+        "settings": {**cfg, "images": n, "threads": torch.get_num_threads(), "pool": encoder.resolve_pool(None)},
+        "load_average_1min_per_round": loads, "runs": runs, "max_abs_difference": max_diff,
+        "greenfm_images_per_s_median": statistics.median(g), "plain_images_per_s_median": statistics.median(p),
+        "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
+        "target_ratio": TARGET, "target_met": statistics.median(ratios) >= TARGET,
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs (default 2 ViT-S, 4 tiny)")
+    parser.add_argument("--quick", action="store_true", help="fewer images per pass")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
+    parser.add_argument("--patients", type=int, default=240, help="phantom patients (~2.5 images each)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
+               for k, v in CONFIGS.items() if k in (args.only or CONFIGS)}
+
+    started, load_start = time.perf_counter(), os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="greenfm-bench-embed-", dir="/var/tmp"))
+    try:
+        manifest = load_manifest(generate_phantoms(work / "phantoms", n_patients=args.patients, size=128, seed=0))
+        results = {}
+        for name, cfg in configs.items():
+            print(f"{name}: {cfg['backbone']} @ {cfg['img_size']} px, batch {cfg['batch']}, "
+                  f"{cfg['batch'] * cfg['batches']} images x {cfg['rounds']} rounds", flush=True)
+            results[name] = measure(name, cfg, manifest, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    header = f"{'config':<14}{'batch':>6}{'images':>8}{'greenfm img/s':>15}{'plain img/s':>13}{'ratio':>8}{'per round':>24}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for name, r in results.items():
+        rounds = " ".join(f"{x:.3f}" for x in r["ratio_per_round"])
+        print(f"{name:<14}{r['settings']['batch']:>6}{r['settings']['images']:>8}"
+              f"{r['greenfm_images_per_s_median']:>15.2f}{r['plain_images_per_s_median']:>13.2f}"
+              f"{r['ratio_median']:>8.3f}{rounds:>24}")
+    print(f"ratio = greenfm embed_dataset / plain timm loop images/s, median over interleaved rounds; target >= {TARGET}")
+
+    out = {
+        "claim": "greenfm embed_dataset on a cached ImageDataset >= 1.0x a plain timm forward loop's images/s",
+        "command": "benchmarks/bench_embed.py " + " ".join(sys.argv[1:]),
+        "results": results,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "gpu": torch.cuda.is_available(),
+                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "total_wall_s": round(time.perf_counter() - started, 1),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()} {platform.system()}, "
+          f"torch threads {torch.get_num_threads()}; load average {load_start[0]:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end; {out['total_wall_s']:.0f} s; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Token-reconstruction training step: greenfm's ``fit`` against a plain PyTorch loop.
+
+Claim: the full greenfm step (engine ``fit`` + ``TokenReconstruction`` on an
+``ImageDataset`` read from the decode-once cache; loader, loop, logging and the
+compute ledger with codecarbon included, progress bar off) trains at >= 0.95x the
+images/s of the shortest plain PyTorch loop doing the same step
+(``plain_token_reconstruction_loop.py``: same timm model, same AdamW groups and
+hyper-parameters, same grad-norm clip 0.1, same batch, the same images preloaded
+as one tensor). Both run on the CPU in fp32 with torch's default threads.
+
+Configurations: ViT-S/14 (``vit_small_patch14_reg4_dinov2``, 224 px, random init,
+batch 8) and greenfm's ``vit_tiny_test`` (64 px, batch 32). Images: greenfm CXR
+phantoms (128 px), cached under contract ``cxr-medpeft`` at the model's size, in a
+temporary folder under /var/tmp. ``fit`` runs with ``num_workers=0`` (the loader
+sits on the training thread, so its whole cost is counted) and the TR recipe's
+optimisation (``TokenReconstruction.default_train_config()``).
+
+Steady state. Each run trains ``warmup + measured`` steps inside one epoch. For
+greenfm, ``fit`` logs a ``metrics.jsonl`` row after every step (``log_every_steps=1``,
+10x the default logging) whose ``images_per_s`` is measured since the previous
+row (``perf_counter``), so the rows after step ``warmup`` time each later step,
+loader, logging and ledger included, and together cover exactly the end of step
+``warmup`` to the end of the last step: Fabric and codecarbon start-up, the
+once-per-run FLOP count (inside step 1), the final checkpoint and the export are
+left out. The plain loop records ``perf_counter`` after every step and uses the
+same window. images/s = images in the window / its length; the median step's
+images/s is kept too (less sensitive to other jobs' bursts).
+
+MFU = images/s x training FLOPs per image / the best fp32 matmul rate (torch.mm,
+2048 x 2048, best of 5, default threads) measured in the same run, once per round.
+Training FLOPs per image as METHODS section 8 counts them: teacher forward +
+3 x (student forward + projector), with ``greenfm.engine.flops.count_forward_flops``
+(1 MAC = 2 FLOPs; attention matmuls included).
+
+The machine is shared, so variants alternate (greenfm, plain, then plain, greenfm,
+...) and medians are reported; the ratio is the median of the per-round ratios.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--rounds N] [--quick] [--only tiny_64]
+
+Prints a table and writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from greenfm.config import build_config
+from greenfm.data.cache import build_cache
+from greenfm.data.contract import get_contract
+from greenfm.data.dataset import ImageDataset
+from greenfm.data.manifest import load_manifest
+from greenfm.data.phantoms import generate_phantoms
+from greenfm.engine import TrainConfig, fit, read_metrics
+from greenfm.methods.token_reconstruction import TokenReconstruction
+from greenfm.models.backbones import create_encoder
+from greenfm.workflows.pretrain import training_flops_per_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_token_reconstruction_loop import PlainTokenReconstruction, adamw, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
+TARGET = 0.95
+
+# warmup and measured: optimiser steps per run; rounds: interleaved greenfm/plain pairs.
+CONFIGS = {
+    "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 8,
+                    "warmup": 1, "measured": 2, "rounds": 2},
+    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 32,
+                "warmup": 3, "measured": 12, "rounds": 4},
+}
+QUICK = {"vit_s14_224": {"measured": 1}, "tiny_64": {"measured": 6}}
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of ``torch.mm`` on n x n matrices (one untimed call first)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def make_dataset(manifest, img_size: int, cache_root: Path) -> ImageDataset:
+    contract = get_contract("cxr-medpeft", size=img_size)
+    store = build_cache(manifest, contract, cache_root, workers=1, progress=False)
+    return ImageDataset(manifest, contract, cache=store, labels=False)
+
+
+def train_config(cfg: dict) -> TrainConfig:
+    recipe = TokenReconstruction.default_train_config()
+    return build_config(TrainConfig, **{**recipe, "epochs": 1, "max_steps": cfg["warmup"] + cfg["measured"],
+                                        "batch_size": cfg["batch"], "num_workers": 0, "progress_bar": False,
+                                        "log_every_steps": 1, "seed": 0})
+
+
+def run_greenfm(cfg: dict, dataset: ImageDataset, run_dir: Path, flops: float) -> dict:
+    """One ``fit``; per-step seconds from the metrics rows after step ``warmup`` (a row per step)."""
+    torch.manual_seed(0)
+    method = TokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):  # the ledger table fit prints at the end
+        result = fit(method, dataset, train_config(cfg), run_dir, flops_per_sample=flops, export=False)
+    wall = time.perf_counter() - start
+    rows = [r for r in read_metrics(run_dir, "step") if r["step"] > cfg["warmup"]]
+    assert [r["step"] for r in rows] == list(range(cfg["warmup"] + 1, cfg["warmup"] + cfg["measured"] + 1))
+    steps = [cfg["batch"] / r["images_per_s"] for r in rows]  # images_per_s: since the previous row
+    return {**summary(steps, cfg["batch"]), "fit_wall_s": wall,
+            "ledger_images_per_s": result.compute.get("images_per_s")}
+
+
+def run_plain(cfg: dict, images: torch.Tensor) -> dict:
+    torch.manual_seed(0)
+    model = PlainTokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]).model)
+    recipe = TokenReconstruction.default_train_config()
+    optimizer = adamw(model, lr=recipe["lr"], betas=recipe["betas"], weight_decay=recipe["weight_decay"])
+    start = time.perf_counter()
+    ends = train(model, optimizer, images, batch_size=cfg["batch"], steps=cfg["warmup"] + cfg["measured"],
+                 grad_clip=recipe["grad_clip"])
+    steps = [b - a for a, b in zip(ends[cfg["warmup"] - 1 :], ends[cfg["warmup"] :])]
+    return {**summary(steps, cfg["batch"]), "wall_s": time.perf_counter() - start}
+
+
+def summary(steps: list[float], batch: int) -> dict:
+    """images/s over the window (all measured steps) and from the median step."""
+    return {"images_per_s": batch * len(steps) / sum(steps), "median_step_images_per_s": batch / statistics.median(steps),
+            "step_s": steps}
+
+
+def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
+    rounds = cfg["rounds"]
+    needed = (cfg["warmup"] + cfg["measured"]) * cfg["batch"]  # every step inside one epoch
+    if len(manifest) < needed:
+        raise SystemExit(f"{name}: {len(manifest)} phantom images, {needed} needed; raise --patients")
+    dataset = make_dataset(manifest.subset(np.arange(len(manifest)) < needed), cfg["img_size"], work / "cache")
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))]).contiguous()
+    probe = TokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
+    flops, convention = training_flops_per_sample(probe, dataset)
+    del probe
+    runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
+    matmul, loads = [], []
+    for r in range(rounds):
+        matmul.append(matmul_rate())
+        loads.append(os.getloadavg()[0])
+        order = ("greenfm", "plain") if r % 2 == 0 else ("plain", "greenfm")
+        for variant in order:
+            if variant == "greenfm":
+                out = run_greenfm(cfg, dataset, work / f"run-{name}-{r}", flops)
+                shutil.rmtree(work / f"run-{name}-{r}", ignore_errors=True)
+            else:
+                out = run_plain(cfg, images)
+            runs[variant].append({**out, "round": r, "load_average_1min": os.getloadavg()[0]})
+            print(f"  [{name}] round {r} {variant:<8}{out['images_per_s']:9.2f} images/s", flush=True)
+    best_mm = max(matmul)
+    g = [x["images_per_s"] for x in runs["greenfm"]]
+    p = [x["images_per_s"] for x in runs["plain"]]
+    ratios = [a / b for a, b in zip(g, p)]
+    step_ratios = [a["median_step_images_per_s"] / b["median_step_images_per_s"]
+                   for a, b in zip(runs["greenfm"], runs["plain"])]
+    median_g, median_p = statistics.median(g), statistics.median(p)
+    return {
+        "settings": {**cfg, "images_in_epoch": len(dataset), "threads": torch.get_num_threads()},
+        "training_flops_per_image": flops, "flops_convention": convention,
+        "matmul_flops_per_s": matmul, "best_matmul_flops_per_s": best_mm,
+        "load_average_1min_per_round": loads,
+        "runs": runs,
+        "greenfm_images_per_s_median": median_g, "plain_images_per_s_median": median_p,
+        "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
+        "median_step_ratio_per_round": step_ratios, "median_step_ratio_median": statistics.median(step_ratios),
+        "greenfm_mfu": median_g * flops / best_mm, "plain_mfu": median_p * flops / best_mm,
+        "target_ratio": TARGET, "target_met": statistics.median(ratios) >= TARGET,
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs per configuration (default 2 ViT-S, 4 tiny)")
+    parser.add_argument("--quick", action="store_true", help="fewer measured steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
+    parser.add_argument("--patients", type=int, default=340, help="phantom patients (~2.5 images each)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("greenfm").setLevel(logging.ERROR)  # the random-init teacher warning, once per run
+    configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
+               for k, v in CONFIGS.items() if k in (args.only or CONFIGS)}
+
+    started, load_start = time.perf_counter(), os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="greenfm-bench-train-step-", dir="/var/tmp"))
+    try:
+        manifest = load_manifest(generate_phantoms(work / "phantoms", n_patients=args.patients, size=128, seed=0))
+        results = {}
+        for name, cfg in configs.items():
+            print(f"{name}: {cfg['backbone']} @ {cfg['img_size']} px, batch {cfg['batch']}, "
+                  f"{cfg['warmup']} + {cfg['measured']} steps x {cfg['rounds']} rounds", flush=True)
+            results[name] = measure(name, cfg, manifest, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    header = (f"{'config':<14}{'batch':>6}{'GFLOP/img':>11}{'greenfm img/s':>15}{'plain img/s':>13}"
+              f"{'ratio':>8}{'(median step)':>15}{'MFU greenfm':>13}{'MFU plain':>11}{'matmul GFLOP/s':>16}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for name, r in results.items():
+        print(f"{name:<14}{r['settings']['batch']:>6}{r['training_flops_per_image'] / 1e9:>11.3f}"
+              f"{r['greenfm_images_per_s_median']:>15.2f}{r['plain_images_per_s_median']:>13.2f}"
+              f"{r['ratio_median']:>8.3f}{r['median_step_ratio_median']:>15.3f}{r['greenfm_mfu']:>13.3f}{r['plain_mfu']:>11.3f}"
+              f"{r['best_matmul_flops_per_s'] / 1e9:>16.1f}")
+    print(f"ratio = greenfm / plain images/s, median over interleaved rounds; target >= {TARGET}")
+
+    out = {
+        "claim": f"greenfm fit (TokenReconstruction, cached ImageDataset) >= {TARGET}x a plain PyTorch loop's images/s",
+        "command": "benchmarks/bench_train_step.py " + " ".join(sys.argv[1:]),
+        "results": results,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "gpu": torch.cuda.is_available(),
+                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "total_wall_s": round(time.perf_counter() - started, 1),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()} {platform.system()}, "
+          f"torch threads {torch.get_num_threads()}; load average {load_start[0]:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end; {out['total_wall_s']:.0f} s; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Two models scored on the same test images: AUROC of each and of their difference, paired.
+
+Both models are scored on the *same* patient-bootstrap resamples (a resample draws
+patients with replacement and takes all their images), so each resample yields a
+difference ``AUROC(b) - AUROC(a)`` and the percentile interval of those differences
+is a paired 95% CI. Pairing removes the test-set variability the two models share,
+which is most of it: the CI of the difference is far narrower than either model's own
+CI, and it, not whether the two CIs overlap, says whether ``b`` beats ``a``.
+
+``p_bootstrap`` is the two-sided bootstrap p-value of "no difference" (twice the
+smaller share of resamples on either side of 0). RETFound-Green's own comparison
+(Wilcoxon signed-rank on 100 image-level resamples, ``greenfm.evaluate.comparison``)
+is added for the macro AUROC, as that paper reports it.
+
+Inputs are the long ``predictions`` tables of two probes (``id, patient_id, split,
+finding, label, score``), as ``ProbeResult.predictions`` and ``predictions.parquet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from greenfm.errors import BadInputError
+from greenfm.evaluate.bootstrap import bootstrap_columns, patient_resample_counts
+from greenfm.evaluate.comparison import rfg_compare
+from greenfm.evaluate.metrics import BinaryColumns, json_safe, score_columns
+
+MACRO = "macro"
+
+
+@dataclass
+class PairedRow:
+    """One finding (or the macro mean): each model's AUROC with its CI, and the paired difference."""
+
+    name: str
+    n_test: int
+    n_positive: int
+    auroc_a: float | None
+    ci_a: tuple[float, float] | None
+    auroc_b: float | None
+    ci_b: tuple[float, float] | None
+    difference: float | None
+    difference_ci: tuple[float, float] | None
+    p_bootstrap: float | None
+
+    @property
+    def verdict(self) -> str:
+        """``b better`` / ``a better`` when the paired CI excludes 0, else ``no clear difference``."""
+        if self.difference_ci is None:
+            return "not evaluable"
+        low, high = self.difference_ci
+        return "b better" if low > 0 else "a better" if high < 0 else "no clear difference"
+
+
+@dataclass
+class PairedComparison:
+    """Per-finding and macro rows, how the resamples were drawn, and the Wilcoxon check."""
+
+    model_a: str
+    model_b: str
+    rows: list[PairedRow]
+    n_resamples: int
+    seed: int
+    n_patients: int
+    n_images: int
+    wilcoxon: dict[str, Any] | None = None
+
+    @property
+    def macro(self) -> PairedRow:
+        return next(row for row in self.rows if row.name == MACRO)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [asdict(row) | {"verdict": row.verdict} for row in self.rows]
+        return json_safe({**asdict(self), "rows": rows, "level": 0.95, "cluster": "patient"})
+
+
+def paired_comparison(
+    predictions_a: pd.DataFrame,
+    predictions_b: pd.DataFrame,
+    *,
+    model_a: str = "a",
+    model_b: str = "b",
+    split: str = "test",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    wilcoxon: bool = True,
+) -> PairedComparison:
+    """Compare two probes' scores on the same ``split`` images with one set of patient resamples."""
+    labels_a, scores_a, patients = _wide(predictions_a, split)
+    labels_b, scores_b, _ = _wide(predictions_b, split)
+    if not labels_a.index.equals(labels_b.index) or not labels_a.columns.equals(labels_b.columns):
+        raise BadInputError(f"the two models were not scored on the same {split} images and findings")
+    if not np.array_equal(labels_a.to_numpy(), labels_b.to_numpy(), equal_nan=True):
+        raise BadInputError(f"the two models' {split} labels differ; compare probes of one manifest")
+    names = list(labels_a.columns)
+    targets = labels_a.to_numpy(dtype=float)
+    targets = np.where(targets == -1, np.nan, targets)
+    columns_a = BinaryColumns(targets, scores_a.to_numpy(dtype=float), names, "multilabel")
+    columns_b = BinaryColumns(targets, scores_b.to_numpy(dtype=float), names, "multilabel")
+
+    counts = patient_resample_counts(patients, n_resamples, seed)
+    boot_a, _ = bootstrap_columns(columns_a, counts)
+    boot_b, _ = bootstrap_columns(columns_b, counts)
+    point_a, point_b = score_columns(columns_a), score_columns(columns_b)
+
+    rows = []
+    for j, (fa, fb) in enumerate(zip(point_a.findings, point_b.findings)):
+        rows.append(_row(fa.name, fa.n, fa.n_positive, fa.auroc, fb.auroc, boot_a[:, j], boot_b[:, j]))
+    evaluable = np.array([f.evaluable for f in point_a.findings])
+    if evaluable.any():
+        rows.append(_row(MACRO, len(targets), int(np.nansum(targets == 1)), point_a.macro_auroc, point_b.macro_auroc,
+                         _nanmean_rows(boot_a[:, evaluable]), _nanmean_rows(boot_b[:, evaluable])))  # fmt: skip
+    result = PairedComparison(
+        model_a=model_a, model_b=model_b, rows=rows, n_resamples=n_resamples, seed=seed,
+        n_patients=len(np.unique(patients)), n_images=len(targets),
+    )  # fmt: skip
+    if wilcoxon and evaluable.any():
+        result.wilcoxon = _rfg_wilcoxon(targets[:, evaluable], columns_a.scores[:, evaluable],
+                                        columns_b.scores[:, evaluable], model_a, model_b)  # fmt: skip
+    return result
+
+
+def _wide(predictions: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(labels, scores) as image x finding tables sorted by id, and each image's patient."""
+    missing = {"id", "patient_id", "split", "finding", "label", "score"} - set(predictions.columns)
+    if missing:
+        raise BadInputError(f"predictions lack column(s) {sorted(missing)}")
+    rows = predictions[predictions["split"] == split]
+    if rows.empty:
+        raise BadInputError(f"no predictions on the {split} split")
+    labels = rows.pivot(index="id", columns="finding", values="label").sort_index()
+    scores = rows.pivot(index="id", columns="finding", values="score").loc[labels.index, labels.columns]
+    patients = rows.drop_duplicates("id").set_index("id").loc[labels.index, "patient_id"].astype(str).to_numpy()
+    return labels, scores, patients
+
+
+def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.ndarray) -> PairedRow:
+    both = np.isfinite(boot_a) & np.isfinite(boot_b)
+    diff = (boot_b - boot_a)[both]
+    scored = auroc_a is not None and auroc_b is not None and len(diff) > 0
+    return PairedRow(
+        name=name,
+        n_test=int(n),
+        n_positive=int(n_positive),
+        auroc_a=auroc_a,
+        ci_a=_interval(boot_a),
+        auroc_b=auroc_b,
+        ci_b=_interval(boot_b),
+        difference=auroc_b - auroc_a if scored else None,
+        difference_ci=_interval(diff) if scored else None,
+        p_bootstrap=min(1.0, 2 * min(float((diff <= 0).mean()), float((diff >= 0).mean()))) if scored else None,
+    )
+
+
+def _interval(values: np.ndarray) -> tuple[float, float] | None:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    scored = np.isfinite(values)
+    n = scored.sum(axis=1)
+    total = np.where(scored, values, 0.0).sum(axis=1)
+    return np.divide(total, n, out=np.full(len(total), np.nan), where=n > 0)
+
+
+def _rfg_wilcoxon(targets, scores_a, scores_b, model_a: str, model_b: str) -> dict[str, Any] | None:
+    """RETFound-Green's check on the macro AUROC: medians over 100 image resamples, Wilcoxon p."""
+    try:
+        comparison = rfg_compare(targets, {model_a: scores_a, model_b: scores_b}, task="multilabel")
+    except BadInputError as err:  # a test set too small for every resample to hold both classes
+        return {"skipped": str(err)}
+    out = comparison.to_dict()
+    out["note"] = ("image-level resamples (patients not kept together); a Wilcoxon test over bootstrap "
+                   "replicates overstates significance, so the paired patient-bootstrap CI is the headline")  # fmt: skip
+    return out
