@@ -17,7 +17,9 @@ float32 tensor holding the same normalised images; the vectors are copied to
 NumPy. Same timm model object, same batch, CPU fp32, torch's default threads.
 
 Configurations: ViT-S/14 (``vit_small_patch14_reg4_dinov2`` at 224 px, random
-init, batch 32) and ``vit_tiny_test`` at 64 px (batch 64). Images: greenfm CXR
+init, batch 32) and ``vit_tiny_test`` at 64 px (batch 64), the latter again with one
+torch thread (on two busy cores two threads wait on each other at every small op,
+which inflates the forward and hides the data path in noise). Images: greenfm CXR
 phantoms (128 px) cached under contract ``cxr-medpeft`` in a temporary folder
 under /var/tmp. One untimed batch warms each model up; then greenfm and plain
 each embed the whole set, alternating (A B, B A, ...) because the machine is
@@ -58,12 +60,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "embed.json"
 TARGET = 1.0
 
 # batches: full batches per pass over the set; rounds: interleaved greenfm/plain pairs.
+# threads: torch threads (None: torch's default, one per core).
 CONFIGS = {
     "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 32, "batches": 2,
-                    "rounds": 2},
-    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4},
+                    "rounds": 2, "threads": None},
+    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4,
+                "threads": None},
+    "tiny_64_1thread": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4,
+                        "threads": 1},
 }
-QUICK = {"vit_s14_224": {"batches": 1}, "tiny_64": {"batches": 4}}
+QUICK = {"vit_s14_224": {"batches": 1}, "tiny_64": {"batches": 4}, "tiny_64_1thread": {"batches": 4}}
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 def run_greenfm(encoder, dataset: ImageDataset, batch: int) -> tuple[float, np.ndarray]:
@@ -84,6 +91,15 @@ def run_plain(model: torch.nn.Module, images: torch.Tensor, batch: int) -> tuple
 
 
 def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
+    old = torch.get_num_threads()
+    torch.set_num_threads(cfg["threads"] or DEFAULT_THREADS)
+    try:
+        return _measure(name, cfg, manifest, work)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     n = cfg["batch"] * cfg["batches"]
     if len(manifest) < n:
         raise SystemExit(f"{name}: {len(manifest)} phantom images, {n} needed; raise --patients")
@@ -138,12 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs (default 2 ViT-S, 4 tiny)")
     parser.add_argument("--quick", action="store_true", help="fewer images per pass")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
     parser.add_argument("--patients", type=int, default=240, help="phantom patients (~2.5 images each)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
                for k, v in CONFIGS.items() if k in (args.only or CONFIGS)}
 
@@ -159,14 +172,16 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    header = f"{'config':<14}{'batch':>6}{'images':>8}{'greenfm img/s':>15}{'plain img/s':>13}{'ratio':>8}{'per round':>24}"
+    header = (f"{'config':<17}{'threads':>8}{'batch':>6}{'images':>8}{'greenfm img/s':>15}{'plain img/s':>13}"
+              f"{'ratio':>7}   per round")
     print("\n" + header + "\n" + "-" * len(header))
     for name, r in results.items():
         rounds = " ".join(f"{x:.3f}" for x in r["ratio_per_round"])
-        print(f"{name:<14}{r['settings']['batch']:>6}{r['settings']['images']:>8}"
+        print(f"{name:<17}{r['settings']['threads']:>8}{r['settings']['batch']:>6}{r['settings']['images']:>8}"
               f"{r['greenfm_images_per_s_median']:>15.2f}{r['plain_images_per_s_median']:>13.2f}"
-              f"{r['ratio_median']:>8.3f}{rounds:>24}")
-    print(f"ratio = greenfm embed_dataset / plain timm loop images/s, median over interleaved rounds; target >= {TARGET}")
+              f"{r['ratio_median']:>7.3f}   {rounds}")
+    print(f"ratio = greenfm embed_dataset / plain timm loop images/s, median over interleaved rounds; "
+          f"target >= {TARGET}")
 
     out = {
         "claim": "greenfm embed_dataset on a cached ImageDataset >= 1.0x a plain timm forward loop's images/s",

@@ -9,7 +9,9 @@ hyper-parameters, same grad-norm clip 0.1, same batch, the same images preloaded
 as one tensor). Both run on the CPU in fp32 with torch's default threads.
 
 Configurations: ViT-S/14 (``vit_small_patch14_reg4_dinov2``, 224 px, random init,
-batch 8) and greenfm's ``vit_tiny_test`` (64 px, batch 32). Images: greenfm CXR
+batch 8) and greenfm's ``vit_tiny_test`` (64 px, batch 32), the latter again with
+one torch thread: on two busy cores, two threads wait on each other at every
+small op, which hides per-step overheads in noise. Images: greenfm CXR
 phantoms (128 px), cached under contract ``cxr-medpeft`` at the model's size, in a
 temporary folder under /var/tmp. ``fit`` runs with ``num_workers=0`` (the loader
 sits on the training thread, so its whole cost is counted) and the TR recipe's
@@ -23,8 +25,11 @@ loader, logging and ledger included, and together cover exactly the end of step
 ``warmup`` to the end of the last step: Fabric and codecarbon start-up, the
 once-per-run FLOP count (inside step 1), the final checkpoint and the export are
 left out. The plain loop records ``perf_counter`` after every step and uses the
-same window. images/s = images in the window / its length; the median step's
-images/s is kept too (less sensitive to other jobs' bursts).
+same window. images/s = images in the window / its length. Two further ratios are
+less sensitive to other jobs: from the median step, and from the process CPU
+seconds per image over the window (for greenfm read in ``fit``'s
+``on_after_optimizer_step`` hook by a ``TokenReconstruction`` subclass; the CPU time
+of codecarbon's thread counts against greenfm).
 
 MFU = images/s x training FLOPs per image / the best fp32 matmul rate (torch.mm,
 2048 x 2048, best of 5, default threads) measured in the same run, once per round.
@@ -75,15 +80,30 @@ from plain_token_reconstruction_loop import PlainTokenReconstruction, adamw, tra
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
 TARGET = 0.95
+DEFAULT_THREADS = torch.get_num_threads()
 
-# warmup and measured: optimiser steps per run; rounds: interleaved greenfm/plain pairs.
+# warmup and measured: optimiser steps per run; rounds: interleaved greenfm/plain pairs;
+# threads: torch threads for the run (None: torch's default, one per core).
 CONFIGS = {
     "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 8,
-                    "warmup": 1, "measured": 2, "rounds": 2},
+                    "warmup": 1, "measured": 2, "rounds": 2, "threads": None},
     "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 32,
-                "warmup": 3, "measured": 12, "rounds": 4},
+                "warmup": 3, "measured": 10, "rounds": 4, "threads": None},
+    "tiny_64_1thread": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 32,
+                        "warmup": 3, "measured": 10, "rounds": 4, "threads": 1},
 }
-QUICK = {"vit_s14_224": {"measured": 1}, "tiny_64": {"measured": 6}}
+QUICK = {"vit_s14_224": {"measured": 1}, "tiny_64": {"measured": 6}, "tiny_64_1thread": {"measured": 6}}
+
+
+class ClockedTokenReconstruction(TokenReconstruction):
+    """``TokenReconstruction`` that reads the process CPU clock in ``fit``'s after-step hook."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cpu_clock: list[float] = []
+
+    def on_after_optimizer_step(self, step: int) -> None:
+        self.cpu_clock.append(time.process_time())
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -114,7 +134,7 @@ def train_config(cfg: dict) -> TrainConfig:
 def run_greenfm(cfg: dict, dataset: ImageDataset, run_dir: Path, flops: float) -> dict:
     """One ``fit``; per-step seconds from the metrics rows after step ``warmup`` (a row per step)."""
     torch.manual_seed(0)
-    method = TokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
+    method = ClockedTokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
     start = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # the ledger table fit prints at the end
         result = fit(method, dataset, train_config(cfg), run_dir, flops_per_sample=flops, export=False)
@@ -122,7 +142,8 @@ def run_greenfm(cfg: dict, dataset: ImageDataset, run_dir: Path, flops: float) -
     rows = [r for r in read_metrics(run_dir, "step") if r["step"] > cfg["warmup"]]
     assert [r["step"] for r in rows] == list(range(cfg["warmup"] + 1, cfg["warmup"] + cfg["measured"] + 1))
     steps = [cfg["batch"] / r["images_per_s"] for r in rows]  # images_per_s: since the previous row
-    return {**summary(steps, cfg["batch"]), "fit_wall_s": wall,
+    cpu = method.cpu_clock[-1] - method.cpu_clock[cfg["warmup"] - 1]
+    return {**summary(steps, cpu, cfg["batch"]), "fit_wall_s": wall,
             "ledger_images_per_s": result.compute.get("images_per_s")}
 
 
@@ -134,17 +155,35 @@ def run_plain(cfg: dict, images: torch.Tensor) -> dict:
     start = time.perf_counter()
     ends = train(model, optimizer, images, batch_size=cfg["batch"], steps=cfg["warmup"] + cfg["measured"],
                  grad_clip=recipe["grad_clip"])
-    steps = [b - a for a, b in zip(ends[cfg["warmup"] - 1 :], ends[cfg["warmup"] :])]
-    return {**summary(steps, cfg["batch"]), "wall_s": time.perf_counter() - start}
+    window = ends[cfg["warmup"] - 1 :]
+    steps = [b[0] - a[0] for a, b in zip(window, window[1:])]
+    return {**summary(steps, window[-1][1] - window[0][1], cfg["batch"]), "wall_s": time.perf_counter() - start}
 
 
-def summary(steps: list[float], batch: int) -> dict:
-    """images/s over the window (all measured steps) and from the median step."""
-    return {"images_per_s": batch * len(steps) / sum(steps), "median_step_images_per_s": batch / statistics.median(steps),
-            "step_s": steps}
+def summary(steps: list[float], cpu_s: float, batch: int) -> dict:
+    """images/s over the window (all measured steps), from the median step, and CPU seconds per image."""
+    return {"images_per_s": batch * len(steps) / sum(steps),
+            "median_step_images_per_s": batch / statistics.median(steps),
+            "cpu_s_per_image": cpu_s / (batch * len(steps)), "step_s": steps}
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Run the block with ``n`` torch threads (None: torch's default for this machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n or DEFAULT_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
+    with threads(cfg["threads"]):
+        return _measure(name, cfg, manifest, work)
+
+
+def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     rounds = cfg["rounds"]
     needed = (cfg["warmup"] + cfg["measured"]) * cfg["batch"]  # every step inside one epoch
     if len(manifest) < needed:
@@ -157,7 +196,8 @@ def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
     matmul, loads = [], []
     for r in range(rounds):
-        matmul.append(matmul_rate())
+        with threads(None):
+            matmul.append(matmul_rate())
         loads.append(os.getloadavg()[0])
         order = ("greenfm", "plain") if r % 2 == 0 else ("plain", "greenfm")
         for variant in order:
@@ -174,6 +214,7 @@ def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     ratios = [a / b for a, b in zip(g, p)]
     step_ratios = [a["median_step_images_per_s"] / b["median_step_images_per_s"]
                    for a, b in zip(runs["greenfm"], runs["plain"])]
+    cpu_ratios = [b["cpu_s_per_image"] / a["cpu_s_per_image"] for a, b in zip(runs["greenfm"], runs["plain"])]
     median_g, median_p = statistics.median(g), statistics.median(p)
     return {
         "settings": {**cfg, "images_in_epoch": len(dataset), "threads": torch.get_num_threads()},
@@ -184,6 +225,7 @@ def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
         "greenfm_images_per_s_median": median_g, "plain_images_per_s_median": median_p,
         "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
         "median_step_ratio_per_round": step_ratios, "median_step_ratio_median": statistics.median(step_ratios),
+        "cpu_ratio_per_round": cpu_ratios, "cpu_ratio_median": statistics.median(cpu_ratios),
         "greenfm_mfu": median_g * flops / best_mm, "plain_mfu": median_p * flops / best_mm,
         "target_ratio": TARGET, "target_met": statistics.median(ratios) >= TARGET,
     }
@@ -199,14 +241,12 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs per configuration (default 2 ViT-S, 4 tiny)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="greenfm/plain pairs per configuration (default: 2 for ViT-S, 4 for tiny)")
     parser.add_argument("--quick", action="store_true", help="fewer measured steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
     parser.add_argument("--patients", type=int, default=340, help="phantom patients (~2.5 images each)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     logging.getLogger("greenfm").setLevel(logging.ERROR)  # the random-init teacher warning, once per run
     configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
                for k, v in CONFIGS.items() if k in (args.only or CONFIGS)}
@@ -223,15 +263,18 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    header = (f"{'config':<14}{'batch':>6}{'GFLOP/img':>11}{'greenfm img/s':>15}{'plain img/s':>13}"
-              f"{'ratio':>8}{'(median step)':>15}{'MFU greenfm':>13}{'MFU plain':>11}{'matmul GFLOP/s':>16}")
+    header = (f"{'config':<17}{'threads':>8}{'batch':>6}{'GFLOP/img':>10}{'greenfm img/s':>15}{'plain img/s':>13}"
+              f"{'ratio':>7}{'median-step':>12}{'CPU-time':>10}{'MFU greenfm':>13}{'MFU plain':>11}")
     print("\n" + header + "\n" + "-" * len(header))
     for name, r in results.items():
-        print(f"{name:<14}{r['settings']['batch']:>6}{r['training_flops_per_image'] / 1e9:>11.3f}"
-              f"{r['greenfm_images_per_s_median']:>15.2f}{r['plain_images_per_s_median']:>13.2f}"
-              f"{r['ratio_median']:>8.3f}{r['median_step_ratio_median']:>15.3f}{r['greenfm_mfu']:>13.3f}{r['plain_mfu']:>11.3f}"
-              f"{r['best_matmul_flops_per_s'] / 1e9:>16.1f}")
-    print(f"ratio = greenfm / plain images/s, median over interleaved rounds; target >= {TARGET}")
+        print(f"{name:<17}{r['settings']['threads']:>8}{r['settings']['batch']:>6}"
+              f"{r['training_flops_per_image'] / 1e9:>10.3f}{r['greenfm_images_per_s_median']:>15.2f}"
+              f"{r['plain_images_per_s_median']:>13.2f}{r['ratio_median']:>7.3f}{r['median_step_ratio_median']:>12.3f}"
+              f"{r['cpu_ratio_median']:>10.3f}{r['greenfm_mfu']:>13.3f}{r['plain_mfu']:>11.3f}")
+    print(f"ratios greenfm / plain, medians over interleaved rounds (target >= {TARGET}): images/s over the window, "
+          "from the median step, and from CPU seconds per image")
+    print("MFU over the best fp32 matmul: " + ", ".join(
+        f"{name} {r['best_matmul_flops_per_s'] / 1e9:.1f} GFLOP/s" for name, r in results.items()))
 
     out = {
         "claim": f"greenfm fit (TokenReconstruction, cached ImageDataset) >= {TARGET}x a plain PyTorch loop's images/s",

@@ -284,3 +284,41 @@ def export(
                         overwrite=overwrite)
     console.print(f"exported to {path}")
     return path
+
+
+# ----------------------------------------------------------------------------- adaptation and label efficiency
+
+
+def finetune(*, model: str | Path, data: str | Path, out: str | Path, **options):
+    """Fine-tune a pretrained model on labelled data: ``mode`` linear (head on frozen features), lora or full.
+
+    Options (all keyword, as on the CLI): mode, preset (med-peft | broad), rank, alpha,
+    lora_dropout, layer_decay, task, findings, pos_weight, balanced, config, epochs,
+    max_steps, batch_size, lr, precision, devices, seed, backbone, img_size, contract,
+    augment, label_fraction, fraction_seed, bootstrap, cache, skip_bad, resume. The best
+    epoch is chosen by validation macro AUROC; the test split is scored once.
+    """
+    from greenfm.workflows.finetune import run_finetune
+
+    return run_finetune(model=model, data=data, out=out, echo=console.print, **options)
+
+
+def evaluate_label_efficiency(*, model: str | Path, data: str | Path, out: str | Path, **options):
+    """Label-fraction curves: fractions x seeds x modes on nested patient-grouped train subsets.
+
+    Options: fractions, seeds, modes, linear_via (probe | finetune), bootstrap, and the
+    fine-tuning options of ``finetune``. Finished cells are kept and never recomputed.
+    """
+    from greenfm.workflows.label_efficiency import run_label_efficiency
+
+    return run_label_efficiency(model=model, data=data, out=out, echo=console.print, **options)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def demo(*, out: str | Path = "runs/demo", quick: bool = False):
+    """The whole pipeline on built-in phantoms: data, starting model, token reconstruction, probes, adaptation, report."""
+    from greenfm.workflows.demo import run_demo
+
+    return run_demo(Path(out), quick=quick, console=console)

@@ -193,6 +193,88 @@ def label(
                  llm_model=llm_model, llm_api_key=llm_api_key, concurrency=concurrency, cache=cache, overwrite=overwrite)
 
 
+# ----------------------------------------------------------------------------- finetune, label efficiency
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+@app.command("finetune")
+def finetune(
+    model: str = typer.Option(..., "--model", help="Pretrained run folder, export folder, weights file or hub name."),
+    data: Path = typer.Option(..., "--data", help="Manifest with train/val/test splits and finding columns."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    mode: str = typer.Option("lora", help="linear (head on frozen features), lora or full."),
+    preset: str = typer.Option("med-peft", help="LoRA preset: med-peft (Q and V of the fused qkv) or broad (qkv, proj, mlp)."),
+    rank: int = typer.Option(8, help="LoRA rank r."),
+    alpha: float = typer.Option(32, help="LoRA alpha (scaling alpha / r)."),
+    lora_dropout: float = typer.Option(0.1, help="Dropout on the LoRA input."),
+    layer_decay: float = typer.Option(0.65, help="Layer-wise learning-rate decay (1: off)."),
+    task: str = typer.Option("auto", help="auto, multilabel (BCE) or multiclass (cross-entropy)."),
+    findings: Optional[str] = typer.Option(None, help="Comma-separated finding columns (default: all)."),
+    pos_weight: Optional[str] = typer.Option(None, help="'balanced' for BCE pos_weight from train prevalence."),
+    balanced: bool = typer.Option(False, "--balanced-sampling", help="Sample label patterns evenly."),
+    label_fraction: float = typer.Option(1.0, help="Fraction of the train split used (nested, patient-grouped)."),
+    fraction_seed: int = typer.Option(0, help="Seed of the label-fraction draw."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
+    devices: Optional[int] = typer.Option(None, help="Devices for DDP."),
+    seed: Optional[int] = typer.Option(None, help="Training seed."),
+    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
+    img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
+    bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
+    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
+    skip_bad: bool = SKIP_BAD,
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+) -> None:
+    """Fine-tune with LoRA, a linear head or all weights; select by validation AUROC, test once."""
+    _api().finetune(model=model, data=data, out=out, mode=mode, preset=preset, rank=rank, alpha=alpha,
+                    lora_dropout=lora_dropout, layer_decay=layer_decay, task=task, findings=_names(findings),
+                    pos_weight=pos_weight, balanced=balanced, label_fraction=label_fraction,
+                    fraction_seed=fraction_seed, config=config, epochs=epochs, batch_size=batch_size, lr=lr,
+                    precision=precision, devices=devices, seed=seed, backbone=backbone, img_size=img_size,
+                    bootstrap=bootstrap, cache=cache, skip_bad=skip_bad, resume=resume)
+
+
+@evaluate_app.command("label-efficiency")
+def evaluate_label_efficiency(
+    model: str = typer.Option(..., "--model", help="Pretrained run folder, export folder, weights file or hub name."),
+    data: Path = typer.Option(..., "--data", help="Manifest with train/val/test splits and finding columns."),
+    out: Path = typer.Option(..., "--out", help="Results folder (resumable: finished cells are kept)."),
+    fractions: str = typer.Option("0.01,0.1,1.0", help="Comma-separated label fractions of the train split."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (fraction draw and training)."),
+    modes: str = typer.Option("linear,lora,full", help="Comma-separated modes."),
+    linear_via: str = typer.Option("probe", help="linear mode as a logistic-regression probe on embeddings, or finetune."),
+    findings: Optional[str] = typer.Option(None, help="Comma-separated finding columns (default: all)."),
+    rank: int = typer.Option(8, help="LoRA rank."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per fine-tuning cell."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
+    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
+    img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
+    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Label-efficiency curves (linear vs LoRA vs full at 1/10/100% labels) with CIs, as CSV, JSON and a plot."""
+    _api().evaluate_label_efficiency(model=model, data=data, out=out, fractions=_floats(fractions), seeds=_ints(seeds),
+                                     modes=_names(modes), linear_via=linear_via, findings=_names(findings), rank=rank,
+                                     epochs=epochs, batch_size=batch_size, lr=lr, bootstrap=bootstrap,
+                                     backbone=backbone, img_size=img_size, cache=cache, skip_bad=skip_bad)
+
+
 # ----------------------------------------------------------------------------- report, export
 
 

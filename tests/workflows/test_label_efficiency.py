@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -60,10 +61,19 @@ def test_study_writes_the_report_schema_with_nested_counts_and_resumes_cell_by_c
     assert len(summary) == len(result.summary) == 4 and (out / "label_efficiency.png").stat().st_size > 1000
     assert "linear-probe" in result.table() and not (out / "runs" / "lora-f1-s0" / "checkpoints").exists()
 
+    cells = (out / "cells.jsonl").read_text().splitlines()  # forget one fine-tuned cell: it is redone identically
+    (out / "cells.jsonl").write_text("\n".join(c for c in cells if '"lora|1|0"' not in c) + "\n")
+    shutil.rmtree(out / "runs" / "lora-f1-s0")
+    redone = _study(phantom_split, cache_root, out)
+    assert (redone.cells_run, redone.cells_reused) == (1, 3)
+    assert redone.rows.set_index(["mode", "fraction", "finding"])["auroc"].equals(
+        result.rows.set_index(["mode", "fraction", "finding"])["auroc"]
+    )
+
     monkeypatch.setattr(le, "finetune_and_score", crash)  # a finished study never trains again
     again = _study(phantom_split, cache_root, out)
     assert (again.cells_run, again.cells_reused) == (0, 4)
-    assert again.rows.equals(result.rows)
+    assert again.rows.equals(redone.rows)
     with pytest.raises(ConfigError, match="rank: 8 -> 4"):
         _study(phantom_split, cache_root, out, rank=4)
 

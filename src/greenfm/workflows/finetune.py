@@ -212,6 +212,7 @@ def finetune_and_score(
         return fit(method, *args, **kwargs)
 
     record = {**(run_record or {}), "trained_findings": names, "skipped_findings": skipped}
+    torch.manual_seed(train_config.seed)  # the new head and LoRA weights: the same draw whatever ran before
     result = finetune(
         backbone, train_ds, val_ds, test_ds, classifier=classifier, train_config=train_config, run_dir=run_dir,
         task=data.task, names=names, pos_weight=pos_weight, balanced=balanced, resume=resume, run_record=record,
@@ -340,6 +341,7 @@ def run_finetune(
         build_config(TrainConfig, **{"lr": 1.0, "min_lr": 0.0, **cfg.train})  # unknown or bad keys fail now
     classifier = classifier_config(cfg)
 
+    torch.manual_seed(int(cfg.train.get("seed", 0)))  # a random init is drawn with the run's seed
     encoder = load_encoder(cfg.model, backbone=cfg.backbone, img_size=cfg.img_size)
     check_lora_targets(encoder, cfg.mode, cfg.preset)
     prepared = prepare_data(cfg.data, encoder, findings=cfg.findings, task=cfg.task, contract=cfg.contract,

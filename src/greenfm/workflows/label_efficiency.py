@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field
 
 from greenfm.adapt.classifier import Mode
@@ -176,6 +177,7 @@ def run_label_efficiency(
     out.mkdir(parents=True, exist_ok=True)
     check_study(out, cfg)
 
+    torch.manual_seed(0)  # one random init per study (if random): seeds vary the subsets and the training
     encoder = load_encoder(cfg.model, backbone=cfg.backbone, img_size=cfg.img_size)
     if "lora" in cfg.modes:
         check_lora_targets(encoder, "lora", cfg.preset)

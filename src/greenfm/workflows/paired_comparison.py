@@ -132,8 +132,9 @@ def _wide(predictions: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataF
     rows = predictions[predictions["split"] == split]
     if rows.empty:
         raise BadInputError(f"no predictions on the {split} split")
-    labels = rows.pivot(index="id", columns="finding", values="label").sort_index()
-    scores = rows.pivot(index="id", columns="finding", values="score").loc[labels.index, labels.columns]
+    findings = list(dict.fromkeys(rows["finding"]))  # the probe's (manifest) order
+    labels = rows.pivot(index="id", columns="finding", values="label").sort_index()[findings]
+    scores = rows.pivot(index="id", columns="finding", values="score").loc[labels.index, findings]
     patients = rows.drop_duplicates("id").set_index("id").loc[labels.index, "patient_id"].astype(str).to_numpy()
     return labels, scores, patients
 

@@ -1,0 +1,186 @@
+"""``greenfm demo``: the whole pipeline on built-in phantoms, on a laptop CPU, in minutes.
+
+1. phantoms: a *source* site (the starting model's population) and a *target* site
+   (the hospital adapting it), with different acquisition chains (``data.phantoms.sites``);
+2. patient-level train / val / test split of the target site, and the decode-once cache;
+3. the starting model: no weights can be downloaded here, so a tiny ViT is trained
+   with labels on the source site (``warm_start``), standing in for the general-domain
+   model a real user passes with ``--init`` (a DINOv2 checkpoint);
+4. token-reconstruction continual pretraining on the target site's *unlabelled* train
+   split, starting from that model (its frozen copy is the teacher);
+5. embed the target site with both models, fit the same linear probes, and compare
+   test AUROC per finding with patient-bootstrap CIs and a paired CI of the difference;
+6. the label-efficiency stage and the HTML report, where those modules are installed.
+
+Everything is written under ``out``; a re-run with the same setting reuses finished
+stages and reproduces the same numbers; a different setting starts the folder afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import greenfm
+from greenfm.workflows.demo_output import StageClock, print_comparison, print_header, print_summary, torch_threads
+
+log = logging.getLogger(__name__)
+
+SETTING_FILE = "demo_setting.json"
+RESULTS_FILE = "demo_results.json"
+_MANAGED = ("data", "cache", "runs", "embeddings", SETTING_FILE, RESULTS_FILE, "report.html")
+
+
+@dataclass(frozen=True)
+class DemoSetting:
+    """Every size, length and knob of one demo run (saved to ``demo_setting.json``)."""
+
+    name: str
+    source_site: str = "A"
+    target_site: str = "B"
+    source_patients: int = 800
+    target_patients: int = 1200
+    phantom_size: int = 64  # pixels rendered; the contract resizes to image_size
+    image_size: int = 32
+    patch_size: int = 8
+    width: int = 64
+    depth: int = 4
+    heads: int = 4
+    warm_start_epochs: int = 12
+    warm_start_batch: int = 32
+    warm_start_lr: float = 2e-3
+    pretrain_epochs: int = 6
+    pretrain_batch: int = 64
+    pretrain_lr: float = 5e-4
+    val: float = 0.1
+    test: float = 0.3
+    bootstrap: int = 1000
+    seed: int = 0
+    track_energy: bool = True
+    label_efficiency: bool = True
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        """``create_encoder`` arguments of the demo's ViT (DINOv2-shaped: 4 registers, LayerScale)."""
+        return {"name": "vit_tiny_test", "img_size": self.image_size, "patch_size": self.patch_size,
+                "embed_dim": self.width, "depth": self.depth, "num_heads": self.heads}  # fmt: skip
+
+
+FULL = DemoSetting(name="full")
+QUICK = replace(
+    FULL, name="quick", source_patients=24, target_patients=48, phantom_size=32, width=32, depth=2,
+    warm_start_epochs=1, warm_start_batch=16, pretrain_epochs=1, pretrain_batch=16, test=0.4,
+    bootstrap=200, track_energy=False, label_efficiency=False,
+)  # fmt: skip
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured; ``results`` is what ``demo_results.json`` holds."""
+
+    out: Path
+    setting: DemoSetting
+    starting_model: str
+    comparison: Any  # workflows.paired_comparison.PairedComparison
+    pretrain_compute: dict[str, Any]
+    timings: dict[str, dict[str, float]]
+    results_path: Path
+    report_path: Path | None = None
+    label_efficiency: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def macro_gain(self) -> float | None:
+        """Adapted minus starting macro test AUROC."""
+        return self.comparison.macro.difference
+
+
+def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | None = None,
+             console: Console | None = None) -> DemoResult:  # fmt: skip
+    """Run the demo into ``out`` (``quick``: a < 1 minute version for tests); see the module docstring."""
+    from greenfm.workflows import demo_stages as stages
+
+    setting = setting or (QUICK if quick else FULL)
+    if console is None:  # tables need ~110 columns; a pipe or log file gets rich's default 80
+        console = Console() if Console().is_terminal else Console(width=120)
+    out = Path(out)
+    _prepare(out, setting, console)
+    clock = StageClock()
+    with torch_threads(console):
+        print_header(console, "1. Phantom data", "a source site for the starting model, a target site to adapt to")
+        with clock("phantoms"):
+            data = stages.make_data(out, setting, console)
+        print_header(console, "2. Patient-level split and decode-once cache")
+        with clock("split + cache"):
+            data = stages.split_and_cache(out, data, setting, console)
+        print_header(console, "3. Starting model", f"supervised warm start on site {setting.source_site}")
+        with clock("starting model"):
+            start_dir, description = stages.starting_model(out, data, setting, console)
+        print_header(console, "4. Token-reconstruction continual pretraining",
+                     f"site {setting.target_site} train split, unlabelled; teacher = the starting model")  # fmt: skip
+        with clock("token reconstruction"):
+            adapted_dir, compute = stages.token_reconstruction(out, data, start_dir, setting, console)
+        print_header(console, "5. Embed and probe: starting vs adapted model", f"site {setting.target_site} test split")
+        with clock("embed + probe"):
+            comparison = stages.embed_and_compare(out, data, start_dir, adapted_dir, setting)
+        print_comparison(console, comparison, setting)
+        label_efficiency = None
+        if setting.label_efficiency:
+            print_header(console, "6. Label efficiency", "linear probe vs LoRA vs full fine-tuning at 1 / 10 / 100% labels")
+            with clock("label efficiency"):
+                label_efficiency = stages.label_efficiency(out, data, start_dir, adapted_dir, setting, console)
+        with clock("report"):
+            report = stages.report(out, [start_dir, adapted_dir], label_efficiency, console)
+
+    result = DemoResult(
+        out=out, setting=setting, starting_model=description, comparison=comparison, pretrain_compute=compute,
+        timings=clock.timings, results_path=out / RESULTS_FILE, report_path=report, label_efficiency=label_efficiency,
+    )  # fmt: skip
+    _write_results(result)
+    print_summary(console, result)
+    return result
+
+
+def _prepare(out: Path, setting: DemoSetting, console: Console) -> None:
+    """Keep a folder made with the same setting (finished stages are reused); otherwise start afresh."""
+    wanted = {"greenfm_version": greenfm.__version__, **asdict(setting)}
+    path = out / SETTING_FILE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous == wanted:
+            console.print(f"[dim]{out}: reusing the stages finished by an earlier run with this setting[/dim]")
+            return
+        console.print(f"[yellow]{out}: made with another demo setting; removing its demo folders[/yellow]")
+        for name in _MANAGED:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def _write_results(result: DemoResult) -> None:
+    from greenfm.evaluate.metrics import json_safe
+
+    data = {
+        "greenfm_version": greenfm.__version__,
+        "setting": asdict(result.setting),
+        "starting_model": result.starting_model,
+        "comparison": result.comparison.to_dict(),
+        "pretrain_compute": result.pretrain_compute,
+        "timings": result.timings,
+        "report": str(result.report_path) if result.report_path else None,
+        "label_efficiency": str(result.label_efficiency) if result.label_efficiency is not None else None,
+    }
+    result.results_path.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n")
