@@ -14,7 +14,8 @@ batch           64, but at most a quarter of the training images (at least 8), s
                 tiny subset still takes several steps per epoch
 lr              base lr x batch / 256 (MED-PEFT's ``blr`` rule); base lr ``linear`` 1e-2,
                 ``lora`` 3e-3 (MED-PEFT's recommended CXR-MAE LoRA value at 1% and 100%),
-                ``full`` 5e-4 (its released full fine-tuning baseline)
+                ``full`` 5e-4 (its released full fine-tuning baseline); meant for pretrained
+                backbones: a random init needs ~1e-3 (docs/results.md)
 epochs          enough for ~300 optimiser steps, within 20-100 (MED-PEFT trains
                 100-400 epochs on far larger sets); ``max_steps`` alone sets a step budget.
                 A subset under 64 images is repeated within an epoch (an epoch holds at
@@ -216,7 +217,8 @@ def finetune_and_score(
     result = finetune(
         backbone, train_ds, val_ds, test_ds, classifier=classifier, train_config=train_config, run_dir=run_dir,
         task=data.task, names=names, pos_weight=pos_weight, balanced=balanced, resume=resume, run_record=record,
-        eval_batch_size=max(64, train_config.batch_size), fit=fit_and_keep, echo=echo,
+        eval_batch_size=max(64, train_config.batch_size), fit=fit_and_keep,
+        echo=lambda line: None if line.startswith("test macro AUROC") else echo(line),  # re-scored below, with CIs
     )  # fmt: skip
     if is_rank_zero() and len(test_ds) and "method" in captured:
         method = captured["method"]
@@ -381,10 +383,11 @@ def run_finetune(
         augment=augment_name, bootstrap=cfg.bootstrap, pos_weight=cfg.pos_weight, balanced=cfg.balanced,
         resume="auto" if resume else False, run_record=record, echo=echo,
     )  # fmt: skip
-    if result.test and result.test.get("macro_auroc_ci"):
-        low, high = result.test["macro_auroc_ci"]
-        echo(f"test macro AUROC {result.test['macro_auroc']:.4f} [{low:.4f}, {high:.4f}] "
-             f"({cfg.bootstrap} patient-bootstrap resamples)")  # fmt: skip
+    if result.test and result.test.get("macro_auroc") is not None:
+        ci = result.test.get("macro_auroc_ci")
+        interval = f" [{ci[0]:.4f}, {ci[1]:.4f}] ({cfg.bootstrap} patient-bootstrap resamples)" if ci else ""
+        chosen = f", best validation epoch {result.best_epoch}" if result.best_epoch is not None else ""
+        echo(f"test macro AUROC {result.test['macro_auroc']:.4f}{interval}{chosen}")
     return result
 
 

@@ -8,7 +8,8 @@ probe (METHODS 7.1) on embeddings computed once for the whole manifest
 (``linear_via="finetune"`` trains a linear head instead); ``lora`` and ``full``
 fine-tune (``greenfm.workflows.finetune``). Each cell reports test AUROC per
 finding and macro, with 95% patient-bootstrap CIs drawn from the same resamples
-(``bootstrap_seed``) for every cell.
+(``bootstrap_seed``) for every cell. A random init (``model="random"``) is drawn once
+per study (torch seed 0): seeds vary the subsets and the training, not the init.
 
 Finished cells are appended to ``cells.jsonl`` as they finish and never recomputed:
 rerunning the same command on the same ``out`` continues where it stopped (an
@@ -204,6 +205,8 @@ def run_label_efficiency(
                 write_outputs(out, records, cfg, prepared, plans, plot=False)
     result = write_outputs(out, records, cfg, prepared, plans, plot=True)
     result.cells_run, result.cells_reused = ran, reused
+    echo(f"{ran} cell(s) run, {reused} reused; test set {len(prepared.splits['test'])} images\n{result.table()}")
+    echo("wrote " + ", ".join(str(path) for key, path in result.files.items() if key != "cells"))
     return result
 
 
