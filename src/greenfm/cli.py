@@ -227,11 +227,14 @@ def finetune(
     fraction_seed: int = typer.Option(0, help="Seed of the label-fraction draw."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options."),
     epochs: Optional[int] = typer.Option(None, help="Epochs."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
     devices: Optional[int] = typer.Option(None, help="Devices for DDP."),
     seed: Optional[int] = typer.Option(None, help="Training seed."),
+    contract: Optional[str] = typer.Option(None, help="Preprocessing contract (default: the model's own)."),
+    augment: str = typer.Option("auto", help="Training augmentation: auto, rfg, cxr, medpeft or none."),
     backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
     img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
     bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
@@ -243,8 +246,8 @@ def finetune(
     _api().finetune(model=model, data=data, out=out, mode=mode, preset=preset, rank=rank, alpha=alpha,
                     lora_dropout=lora_dropout, layer_decay=layer_decay, task=task, findings=_names(findings),
                     pos_weight=pos_weight, balanced=balanced, label_fraction=label_fraction,
-                    fraction_seed=fraction_seed, config=config, epochs=epochs, batch_size=batch_size, lr=lr,
-                    precision=precision, devices=devices, seed=seed, backbone=backbone, img_size=img_size,
+                    fraction_seed=fraction_seed, config=config, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                    lr=lr, precision=precision, devices=devices, seed=seed, contract=contract, augment=augment, backbone=backbone, img_size=img_size,
                     bootstrap=bootstrap, cache=cache, skip_bad=skip_bad, resume=resume)
 
 
@@ -258,8 +261,15 @@ def evaluate_label_efficiency(
     modes: str = typer.Option("linear,lora,full", help="Comma-separated modes."),
     linear_via: str = typer.Option("probe", help="linear mode as a logistic-regression probe on embeddings, or finetune."),
     findings: Optional[str] = typer.Option(None, help="Comma-separated finding columns (default: all)."),
+    task: str = typer.Option("auto", help="auto, multilabel or multiclass."),
+    preset: str = typer.Option("med-peft", help="LoRA preset: med-peft or broad."),
     rank: int = typer.Option(8, help="LoRA rank."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options for every fine-tune."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per fine-tuning cell."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps per fine-tuning cell."),
+    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
+    devices: Optional[int] = typer.Option(None, help="Devices for DDP."),
+    pool: Optional[str] = typer.Option(None, help="Pooling of the linear probe's embeddings."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
@@ -270,8 +280,10 @@ def evaluate_label_efficiency(
 ) -> None:
     """Label-efficiency curves (linear vs LoRA vs full at 1/10/100% labels) with CIs, as CSV, JSON and a plot."""
     _api().evaluate_label_efficiency(model=model, data=data, out=out, fractions=_floats(fractions), seeds=_ints(seeds),
-                                     modes=_names(modes), linear_via=linear_via, findings=_names(findings), rank=rank,
-                                     epochs=epochs, batch_size=batch_size, lr=lr, bootstrap=bootstrap,
+                                     modes=_names(modes), linear_via=linear_via, findings=_names(findings), task=task,
+                                     preset=preset, rank=rank, config=config, epochs=epochs, max_steps=max_steps,
+                                     precision=precision, devices=devices, pool=pool,
+                                     batch_size=batch_size, lr=lr, bootstrap=bootstrap,
                                      backbone=backbone, img_size=img_size, cache=cache, skip_bad=skip_bad)
 
 
