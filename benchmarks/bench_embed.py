@@ -21,12 +21,12 @@ init, batch 32) and ``vit_tiny_test`` at 64 px (batch 64), the latter again with
 torch thread (on two busy cores two threads wait on each other at every small op,
 which inflates the forward and hides the data path in noise). Images: greenfm CXR
 phantoms (128 px) cached under contract ``cxr-medpeft`` in a temporary folder
-under /var/tmp. One untimed batch warms each model up; then greenfm and plain
+under /var/tmp. One untimed full batch through each path warms up; then greenfm and plain
 each embed the whole set, alternating (A B, B A, ...) because the machine is
 shared; the ratio is the median of the per-round ratios greenfm / plain
 images/s. Both outputs are checked equal.
 
-    .venv/bin/python benchmarks/bench_embed.py [--rounds N] [--quick] [--only tiny_64]
+    .venv/bin/python benchmarks/bench_embed.py [--rounds N] [--quick] [--only NAME ...]
 
 Prints a table and writes benchmarks/results/embed.json.
 """
@@ -43,10 +43,12 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from greenfm.data.cache import build_cache
 from greenfm.data.contract import get_contract
@@ -62,14 +64,19 @@ TARGET = 1.0
 # batches: full batches per pass over the set; rounds: interleaved greenfm/plain pairs.
 # threads: torch threads (None: torch's default, one per core).
 CONFIGS = {
-    "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 32, "batches": 2,
-                    "rounds": 2, "threads": None},
-    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4,
+    "vit_s14_224": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 32, "batches": 1,
+                    "rounds": 3, "threads": None},
+    "tiny_64": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 8,
                 "threads": None},
-    "tiny_64_1thread": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 4,
+    "tiny_64_1thread": {"backbone": "vit_tiny_test", "img_size": 64, "batch": 64, "batches": 8, "rounds": 8,
                         "threads": 1},
+    # Not run by default: ViT-S with one thread (less noise than two busy threads give).
+    "vit_s14_224_1thread": {"backbone": "vit_small_patch14_reg4_dinov2", "img_size": 224, "batch": 32,
+                            "batches": 1, "rounds": 3, "threads": 1},
 }
-QUICK = {"vit_s14_224": {"batches": 1}, "tiny_64": {"batches": 4}, "tiny_64_1thread": {"batches": 4}}
+DEFAULT_CONFIGS = ("vit_s14_224", "tiny_64", "tiny_64_1thread")
+QUICK = {"vit_s14_224": {"rounds": 2}, "tiny_64": {"rounds": 4}, "tiny_64_1thread": {"rounds": 4},
+         "vit_s14_224_1thread": {"rounds": 2}}
 DEFAULT_THREADS = torch.get_num_threads()
 
 
@@ -100,7 +107,7 @@ def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
 
 
 def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
-    n = cfg["batch"] * cfg["batches"]
+    n, load_start = cfg["batch"] * cfg["batches"], os.getloadavg()
     if len(manifest) < n:
         raise SystemExit(f"{name}: {len(manifest)} phantom images, {n} needed; raise --patients")
     contract = get_contract("cxr-medpeft", size=cfg["img_size"])
@@ -111,8 +118,8 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     torch.manual_seed(0)
     encoder = create_encoder(cfg["backbone"], img_size=cfg["img_size"])  # random init
     model = encoder.model  # the bare timm module the plain loop drives
-    with torch.inference_mode():
-        model.eval().forward_features(images[: min(8, n)])  # warm-up, untimed
+    run_plain(model, images[: cfg["batch"]], cfg["batch"])  # warm-up, untimed: one full batch each way
+    run_greenfm(encoder, Subset(dataset, range(cfg["batch"])), cfg["batch"])
 
     runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
     loads, max_diff = [], 0.0
@@ -135,6 +142,7 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     ratios = [a / b for a, b in zip(g, p)]
     return {
         "settings": {**cfg, "images": n, "threads": torch.get_num_threads(), "pool": encoder.resolve_pool(None)},
+        "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "load_average_1min_per_round": loads, "runs": runs, "max_abs_difference": max_diff,
         "greenfm_images_per_s_median": statistics.median(g), "plain_images_per_s_median": statistics.median(p),
         "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
@@ -152,15 +160,18 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs (default 2 ViT-S, 4 tiny)")
+    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs (default: see CONFIGS)")
     parser.add_argument("--quick", action="store_true", help="fewer images per pass")
-    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configurations")
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append",
+                        help=f"run these configurations (default: {', '.join(DEFAULT_CONFIGS)}); "
+                        "their results replace the same keys in the JSON file, others are kept")
     parser.add_argument("--patients", type=int, default=240, help="phantom patients (~2.5 images each)")
     args = parser.parse_args()
     configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
-               for k, v in CONFIGS.items() if k in (args.only or CONFIGS)}
+               for k, v in CONFIGS.items() if k in (args.only or DEFAULT_CONFIGS)}
 
     started, load_start = time.perf_counter(), os.getloadavg()
+    command = ".venv/bin/python benchmarks/bench_embed.py " + " ".join(sys.argv[1:])
     work = Path(tempfile.mkdtemp(prefix="greenfm-bench-embed-", dir="/var/tmp"))
     try:
         manifest = load_manifest(generate_phantoms(work / "phantoms", n_patients=args.patients, size=128, seed=0))
@@ -168,7 +179,8 @@ def main() -> None:
         for name, cfg in configs.items():
             print(f"{name}: {cfg['backbone']} @ {cfg['img_size']} px, batch {cfg['batch']}, "
                   f"{cfg['batch'] * cfg['batches']} images x {cfg['rounds']} rounds", flush=True)
-            results[name] = measure(name, cfg, manifest, work)
+            results[name] = {**measure(name, cfg, manifest, work), "command": command,
+                             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -183,10 +195,11 @@ def main() -> None:
     print(f"ratio = greenfm embed_dataset / plain timm loop images/s, median over interleaved rounds; "
           f"target >= {TARGET}")
 
+    earlier = json.loads(RESULTS.read_text()).get("results", {}) if RESULTS.is_file() else {}
     out = {
         "claim": "greenfm embed_dataset on a cached ImageDataset >= 1.0x a plain timm forward loop's images/s",
-        "command": "benchmarks/bench_embed.py " + " ".join(sys.argv[1:]),
-        "results": results,
+        "command": command,
+        "results": {**{k: v for k, v in earlier.items() if k in CONFIGS and k not in results}, **results},
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "gpu": torch.cuda.is_available(),

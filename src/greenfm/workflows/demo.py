@@ -28,7 +28,14 @@ from typing import Any
 from rich.console import Console
 
 import greenfm
-from greenfm.workflows.demo_output import StageClock, print_comparison, print_header, print_summary, torch_threads
+from greenfm.workflows.demo_output import (
+    StageClock,
+    print_comparison,
+    print_header,
+    print_summary,
+    quiet_engine_log,
+    torch_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +52,29 @@ class DemoSetting:
     source_site: str = "A"
     target_site: str = "B"
     source_patients: int = 800
-    target_patients: int = 1200
+    target_patients: int = 2000
     phantom_size: int = 64  # pixels rendered; the contract resizes to image_size
     image_size: int = 32
     patch_size: int = 8
     width: int = 64
     depth: int = 4
     heads: int = 4
-    warm_start_epochs: int = 12
+    warm_start_epochs: int = 4
     warm_start_batch: int = 32
     warm_start_lr: float = 2e-3
     pretrain_epochs: int = 6
     pretrain_batch: int = 64
-    pretrain_lr: float = 5e-4
+    pretrain_lr: float = 1e-3
     val: float = 0.1
     test: float = 0.3
     bootstrap: int = 1000
     seed: int = 0
     track_energy: bool = True
     label_efficiency: bool = True
+    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    finetune_steps: int = 100
+    finetune_batch: int = 32
+    finetune_lr: float = 1e-3
 
     @property
     def backbone(self) -> dict[str, Any]:
@@ -76,7 +87,7 @@ FULL = DemoSetting(name="full")
 QUICK = replace(
     FULL, name="quick", source_patients=24, target_patients=48, phantom_size=32, width=32, depth=2,
     warm_start_epochs=1, warm_start_batch=16, pretrain_epochs=1, pretrain_batch=16, test=0.4,
-    bootstrap=200, track_energy=False, label_efficiency=False,
+    bootstrap=200, track_energy=False, label_fractions=(0.5, 1.0), finetune_steps=2, finetune_batch=8,
 )  # fmt: skip
 
 
@@ -112,7 +123,7 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
     out = Path(out)
     _prepare(out, setting, console)
     clock = StageClock()
-    with torch_threads(console):
+    with torch_threads(console), quiet_engine_log():
         print_header(console, "1. Phantom data", "a source site for the starting model, a target site to adapt to")
         with clock("phantoms"):
             data = stages.make_data(out, setting, console)
@@ -132,9 +143,11 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
         print_comparison(console, comparison, setting)
         label_efficiency = None
         if setting.label_efficiency:
-            print_header(console, "6. Label efficiency", "linear probe vs LoRA vs full fine-tuning at 1 / 10 / 100% labels")
+            shares = " / ".join(f"{100 * f:g}%" for f in setting.label_fractions)
+            print_header(console, "6. Label efficiency", f"adapted model: linear probe vs LoRA vs full fine-tuning, "
+                                                         f"{shares} of the training labels, one seed")  # fmt: skip
             with clock("label efficiency"):
-                label_efficiency = stages.label_efficiency(out, data, start_dir, adapted_dir, setting, console)
+                label_efficiency = stages.label_efficiency(out, data, adapted_dir, setting, console)
         with clock("report"):
             report = stages.report(out, [start_dir, adapted_dir], label_efficiency, console)
 
@@ -149,7 +162,8 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
 
 def _prepare(out: Path, setting: DemoSetting, console: Console) -> None:
     """Keep a folder made with the same setting (finished stages are reused); otherwise start afresh."""
-    wanted = {"greenfm_version": greenfm.__version__, **asdict(setting)}
+    # Through JSON, so tuples compare equal to the lists a saved setting reads back as.
+    wanted = json.loads(json.dumps({"greenfm_version": greenfm.__version__, **asdict(setting)}))
     path = out / SETTING_FILE
     if path.is_file():
         try:
@@ -181,6 +195,13 @@ def _write_results(result: DemoResult) -> None:
         "pretrain_compute": result.pretrain_compute,
         "timings": result.timings,
         "report": str(result.report_path) if result.report_path else None,
-        "label_efficiency": str(result.label_efficiency) if result.label_efficiency is not None else None,
+        "label_efficiency": _label_efficiency_summary(result.label_efficiency),
     }
     result.results_path.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n")
+
+
+def _label_efficiency_summary(study: Any) -> dict[str, Any] | None:
+    if study is None:
+        return None
+    return {"out": str(study.out), "summary": study.summary.to_dict(orient="records"),
+            "skipped_cells": study.skipped_cells}  # fmt: skip
