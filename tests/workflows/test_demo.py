@@ -44,13 +44,17 @@ def test_quick_demo_writes_every_artefact_under_out(demo):
                  "runs/start/exported/config.json", "runs/start/compute.json", "runs/start/probe/probe.json",
                  "runs/pretrain/config.yaml", "runs/pretrain/metrics.jsonl", "runs/pretrain/compute.json",
                  "runs/pretrain/exported/config.json", "runs/pretrain/probe/predictions.parquet",
-                 "embeddings/start.parquet", "embeddings/adapted.parquet", "demo_results.json", SETTING_FILE):  # fmt: skip
+                 "embeddings/start.parquet", "embeddings/adapted.parquet", "demo_results.json", SETTING_FILE,
+                 "runs/label_efficiency/label_efficiency.csv", "report.html"):  # fmt: skip
         assert (out / path).is_file(), path
     assert any((out / "cache").iterdir())
     saved = json.loads((out / "demo_results.json").read_text())
     assert saved["setting"]["name"] == "quick"
     assert saved["pretrain_compute"]["optimizer_steps"] == result.pretrain_compute["optimizer_steps"] > 0
-    assert set(result.timings) >= {"phantoms", "starting model", "token reconstruction", "embed + probe"}
+    assert set(result.timings) >= {"phantoms", "starting model", "token reconstruction", "embed + probe",
+                                   "label efficiency", "report"}
+    modes = {row["mode"] for row in saved["label_efficiency"]["summary"]}
+    assert modes == {"linear-probe", "lora", "full-finetune"}
 
 
 def test_token_reconstruction_starts_from_the_warm_start_and_moves_away_from_it(demo):

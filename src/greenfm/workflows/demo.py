@@ -19,9 +19,8 @@ stages and reproduces the same numbers; a different setting starts the folder af
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,6 @@ from greenfm.workflows.demo_output import (
     quiet_engine_log,
     torch_threads,
 )
-
-log = logging.getLogger(__name__)
 
 SETTING_FILE = "demo_setting.json"
 RESULTS_FILE = "demo_results.json"
@@ -93,7 +90,7 @@ QUICK = replace(
 
 @dataclass
 class DemoResult:
-    """What the demo measured; ``results`` is what ``demo_results.json`` holds."""
+    """What the demo measured (``demo_results.json`` holds the same)."""
 
     out: Path
     setting: DemoSetting
@@ -103,8 +100,7 @@ class DemoResult:
     timings: dict[str, dict[str, float]]
     results_path: Path
     report_path: Path | None = None
-    label_efficiency: Any = None
-    notes: list[str] = field(default_factory=list)
+    label_efficiency: Any = None  # workflows.label_efficiency_results.LabelEfficiencyResult
 
     @property
     def macro_gain(self) -> float | None:
@@ -118,8 +114,9 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
     from greenfm.workflows import demo_stages as stages
 
     setting = setting or (QUICK if quick else FULL)
-    if console is None:  # tables need ~110 columns; a pipe or log file gets rich's default 80
-        console = Console() if Console().is_terminal else Console(width=120)
+    console = console or Console()
+    if not console.is_terminal and console.width < 110:  # a pipe or log file gets rich's 80; tables need ~110
+        console = Console(file=console.file, width=120)
     out = Path(out)
     _prepare(out, setting, console)
     clock = StageClock()
@@ -140,12 +137,11 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
         print_header(console, "5. Embed and probe: starting vs adapted model", f"site {setting.target_site} test split")
         with clock("embed + probe"):
             comparison = stages.embed_and_compare(out, data, start_dir, adapted_dir, setting)
-        print_comparison(console, comparison, setting)
+        print_comparison(console, comparison)
         label_efficiency = None
         if setting.label_efficiency:
             shares = " / ".join(f"{100 * f:g}%" for f in setting.label_fractions)
-            print_header(console, "6. Label efficiency", f"adapted model: linear probe vs LoRA vs full fine-tuning, "
-                                                         f"{shares} of the training labels, one seed")  # fmt: skip
+            print_header(console, "6. Label efficiency", f"adapted model, linear / LoRA / full at {shares} of labels")
             with clock("label efficiency"):
                 label_efficiency = stages.label_efficiency(out, data, adapted_dir, setting, console)
         with clock("report"):

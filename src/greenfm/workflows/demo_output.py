@@ -14,6 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 
+VERDICTS = {"b better": "the adapted model is better", "a better": "the starting model is better",
+            "no clear difference": "no clear difference", "not evaluable": "not evaluable"}  # fmt: skip
+
+
 class StageClock:
     """Wall and CPU seconds per stage (CPU: this process and its finished children, all threads)."""
 
@@ -110,7 +114,8 @@ def comparison_table(comparison: Any) -> Table:
     return table
 
 
-def print_comparison(console: Console, comparison: Any, setting: Any) -> None:
+def print_comparison(console: Console, comparison: Any) -> None:
+    """The before/after table, the Wilcoxon check and a one-line verdict read from the paired CI."""
     console.print(comparison_table(comparison))
     macro = comparison.macro
     console.print(
@@ -122,8 +127,7 @@ def print_comparison(console: Console, comparison: Any, setting: Any) -> None:
         medians = ", ".join(f"{m['name']} {m['median_auroc']:.3f}" for m in wilcoxon["models"])
         console.print(f"RETFound-Green comparison (100 image resamples, Wilcoxon): median macro AUROC {medians}; "
                       f"p = {wilcoxon['p_value']:.2g} -> {wilcoxon['verdict']} for {wilcoxon['best']}")  # fmt: skip
-    verdict = {"b better": "the adapted model is better", "a better": "the starting model is better",
-               "no clear difference": "no clear difference"}.get(macro.verdict, macro.verdict)  # fmt: skip
+    verdict = VERDICTS[macro.verdict]
     console.print(f"[bold]macro AUROC {macro.auroc_a:.3f} -> {macro.auroc_b:.3f} ({macro.difference:+.3f}, "
                   f"95% CI {macro.difference_ci[0]:+.3f} to {macro.difference_ci[1]:+.3f}): {verdict}[/bold]"
                   if macro.difference is not None else "[bold]macro AUROC: not evaluable[/bold]")  # fmt: skip
@@ -150,14 +154,19 @@ def print_summary(console: Console, result: Any) -> None:
     if macro.difference is not None:
         console.print(f"macro test AUROC: starting model {macro.auroc_a:.3f}, after token reconstruction "
                       f"{macro.auroc_b:.3f}; paired difference {macro.difference:+.3f} "
-                      f"[{macro.difference_ci[0]:+.3f}, {macro.difference_ci[1]:+.3f}]")  # fmt: skip
+                      f"[{macro.difference_ci[0]:+.3f}, {macro.difference_ci[1]:+.3f}]: "
+                      f"{VERDICTS[macro.verdict]}")  # fmt: skip
     compute = result.pretrain_compute
     console.print(f"token reconstruction: {compute.get('samples_seen', '?')} images, "
                   f"{compute.get('optimizer_steps', '?')} steps, {_seconds(compute.get('wall_time_s'))}, "
-                  f"energy {compute.get('energy_kwh', 'unavailable')} kWh")  # fmt: skip
+                  f"energy {_quantity(compute.get('energy_kwh'), 'kWh')}, CO2 {_quantity(compute.get('co2_kg'), 'kg')}")
     console.print(f"results: {result.results_path}")
     if result.report_path is not None:
         console.print(f"report: {result.report_path}")
+
+
+def _quantity(value: Any, unit: str) -> str:
+    return f"{value:.3g} {unit}" if isinstance(value, (int, float)) else str(value or "unavailable")
 
 
 def _seconds(value: Any) -> str:

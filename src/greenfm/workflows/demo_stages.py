@@ -8,11 +8,10 @@ redoes only what is missing; an unfinished run folder is removed and redone.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -24,11 +23,13 @@ from greenfm.data.phantoms import generate_phantoms, get_site, summarize_phantom
 from greenfm.data.splits import split_manifest
 from greenfm.workflows.paired_comparison import PairedComparison, paired_comparison
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from greenfm.workflows.demo import DemoSetting
 
 START, ADAPTED = "starting model", "adapted (token reconstruction)"
-INIT_NOTE = ("A real user starts from a general-domain model instead: "
-             "greenfm pretrain --init <DINOv2 checkpoint> (e.g. vit_small_patch14_reg4_dinov2 weights).")  # fmt: skip
+INIT_NOTE = ("A real user starts from a general-domain model instead, a DINOv2 checkpoint: greenfm pretrain "
+             "--data MANIFEST --backbone vit_small_patch14_reg4_dinov2 --init <weights file, or "
+             "hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m>.")  # fmt: skip
 
 
 @dataclass
@@ -45,7 +46,7 @@ class DemoData:
 # ----------------------------------------------------------------------------- 1-2. data
 
 
-def make_data(out: Path, setting, console: Console) -> DemoData:
+def make_data(out: Path, setting: DemoSetting, console: Console) -> DemoData:
     """Source and target phantoms (reused when ``phantoms.json`` matches), with a summary of each."""
     paths = []
     for role, site, patients, seed in (("source", setting.source_site, setting.source_patients, setting.seed + 1),
@@ -69,7 +70,7 @@ def _phantoms(folder: Path, *, site: str, patients: int, size: int, seed: int) -
     return generate_phantoms(folder, kind="cxr", n_patients=patients, size=size, seed=seed, site=site)
 
 
-def split_and_cache(out: Path, data: DemoData, setting, console: Console) -> DemoData:
+def split_and_cache(out: Path, data: DemoData, setting: DemoSetting, console: Console) -> DemoData:
     """Patient-grouped split of the target site; the contract; both sites decoded once into the cache."""
     split_path = out / "data" / "target_split.csv"
     target = split_manifest(load_manifest(data.target), split_path, val=setting.val, test=setting.test,
@@ -92,7 +93,7 @@ def split_and_cache(out: Path, data: DemoData, setting, console: Console) -> Dem
 # ----------------------------------------------------------------------------- 3. starting model
 
 
-def starting_model(out: Path, data: DemoData, setting, console: Console) -> tuple[Path, str]:
+def starting_model(out: Path, data: DemoData, setting: DemoSetting, console: Console) -> tuple[Path, str]:
     """Train (or reuse) the supervised warm start on the source site; returns its run folder and a description."""
     import torch
 
@@ -119,7 +120,8 @@ def starting_model(out: Path, data: DemoData, setting, console: Console) -> tupl
         method = SupervisedWarmStart(encoder, len(source.findings))
         # No augmentation: in this short run the light crop-and-rotation augmentation kept the
         # ViT at the label prevalence (docs/results.md).
-        dataset = ImageDataset(source, data.contract, cache=build_cache(source, data.contract, data.cache, progress=False))
+        store = build_cache(source, data.contract, data.cache, progress=False)
+        dataset = ImageDataset(source, data.contract, cache=store)
         steps = setting.warm_start_epochs * -(-len(dataset) // setting.warm_start_batch)
         config = TrainConfig(
             epochs=setting.warm_start_epochs, batch_size=setting.warm_start_batch, lr=setting.warm_start_lr,
@@ -143,22 +145,23 @@ def starting_model(out: Path, data: DemoData, setting, console: Console) -> tupl
 # ----------------------------------------------------------------------------- 4. token reconstruction
 
 
-def token_reconstruction(out: Path, data: DemoData, start: Path, setting, console: Console) -> tuple[Path, dict]:
+def token_reconstruction(
+    out: Path, data: DemoData, start: Path, setting: DemoSetting, console: Console
+) -> tuple[Path, dict[str, Any]]:
     """Continual pretraining of the starting model on the target train split with ``run_pretrain``."""
     from greenfm.methods.token_reconstruction import TokenReconstructionConfig, default_train_config
     from greenfm.workflows.pretrain import PretrainConfig, run_pretrain
 
     run = out / "runs" / "pretrain"
     recipe = default_train_config()
-    train = {
-        "epochs": setting.pretrain_epochs, "batch_size": setting.pretrain_batch, "lr": setting.pretrain_lr,
-        "schedule_interval": "step", "t_initial": None, "warmup": 0, "checkpoint_every_epochs": None,
-        "num_workers": 0, "accelerator": "cpu", "seed": setting.seed, "track_energy": setting.track_energy,
-        "log_every_steps": 10,
-    }  # fmt: skip
     n_train = int((load_manifest(data.target).table["split"] == "train").sum())
     steps = setting.pretrain_epochs * -(-n_train // setting.pretrain_batch)
-    train["warmup"] = max(1, steps // 10)
+    train = {  # on top of the recipe's defaults (run_pretrain merges them)
+        "epochs": setting.pretrain_epochs, "batch_size": setting.pretrain_batch, "lr": setting.pretrain_lr,
+        "schedule_interval": "step", "t_initial": None, "warmup": max(1, steps // 10),
+        "checkpoint_every_epochs": None, "num_workers": 0, "accelerator": "cpu", "seed": setting.seed,
+        "track_energy": setting.track_energy, "log_every_steps": 10,
+    }  # fmt: skip
     objective = TokenReconstructionConfig()
     console.print(
         f"objective: METHODS defaults (noise {objective.noise_std} x image std, mask ratio ~ U(0, "
@@ -192,7 +195,9 @@ def token_reconstruction(out: Path, data: DemoData, start: Path, setting, consol
 # ----------------------------------------------------------------------------- 5. embed and compare
 
 
-def embed_and_compare(out: Path, data: DemoData, start: Path, adapted: Path, setting) -> PairedComparison:
+def embed_and_compare(
+    out: Path, data: DemoData, start: Path, adapted: Path, setting: DemoSetting
+) -> PairedComparison:
     """Embed the target site with both models, probe each (same protocol, same resamples), compare."""
     from greenfm.adapt.linear_probe import probe
     from greenfm.engine.embed import embed_to_file
@@ -216,7 +221,7 @@ def embed_and_compare(out: Path, data: DemoData, start: Path, adapted: Path, set
 # ----------------------------------------------------------------------------- 6. label efficiency and report
 
 
-def label_efficiency(out: Path, data: DemoData, adapted: Path, setting, console: Console) -> Any:
+def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSetting, console: Console) -> Any:
     """Linear probe vs LoRA vs full fine-tuning of the adapted model at 1 / 10 / 100% labels, one seed.
 
     Runs ``greenfm.workflows.label_efficiency`` when it is installed (skipped otherwise);

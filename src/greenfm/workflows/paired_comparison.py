@@ -180,5 +180,5 @@ def _rfg_wilcoxon(targets, scores_a, scores_b, model_a: str, model_b: str) -> di
         return {"skipped": str(err)}
     out = comparison.to_dict()
     out["note"] = ("image-level resamples (patients not kept together); a Wilcoxon test over bootstrap "
-                   "replicates overstates significance, so the paired patient-bootstrap CI is the headline")  # fmt: skip
+                   "replicates overstates significance: read the paired patient-bootstrap CI")  # fmt: skip
     return out
