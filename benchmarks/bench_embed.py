@@ -24,7 +24,9 @@ phantoms (128 px) cached under contract ``cxr-medpeft`` in a temporary folder
 under /var/tmp. One untimed full batch through each path warms up; then greenfm and plain
 each embed the whole set, alternating (A B, B A, ...) because the machine is
 shared; the ratio is the median of the per-round ratios greenfm / plain
-images/s. Both outputs are checked equal.
+images/s. Both outputs are checked equal. Each round also times the DataLoader
+alone (greenfm's data path, which the plain loop does not have); the ratio it
+implies, plain / (plain + data path), is the sharper figure on a busy machine.
 
     .venv/bin/python benchmarks/bench_embed.py [--rounds N] [--quick] [--only NAME ...]
 
@@ -48,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 from greenfm.data.cache import build_cache
 from greenfm.data.contract import get_contract
@@ -84,6 +86,14 @@ def run_greenfm(encoder, dataset: ImageDataset, batch: int) -> tuple[float, np.n
     start = time.perf_counter()
     vectors = embed_dataset(encoder, dataset, batch_size=batch, device="cpu", precision="auto", num_workers=0)
     return time.perf_counter() - start, vectors
+
+
+def run_loader(dataset: ImageDataset, batch: int) -> float:
+    """Seconds to iterate the DataLoader ``embed_dataset`` builds, alone: the greenfm data path."""
+    start = time.perf_counter()
+    for _ in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
+        pass
+    return time.perf_counter() - start
 
 
 def run_plain(model: torch.nn.Module, images: torch.Tensor, batch: int) -> tuple[float, np.ndarray]:
@@ -122,7 +132,7 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     run_greenfm(encoder, Subset(dataset, range(cfg["batch"])), cfg["batch"])
 
     runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
-    loads, max_diff = [], 0.0
+    loads, loader_s, max_diff = [], [], 0.0
     for r in range(cfg["rounds"]):
         loads.append(os.getloadavg()[0])
         outputs = {}
@@ -135,11 +145,13 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
                                   "load_average_1min": os.getloadavg()[0]})
             print(f"  [{name}] round {r} {variant:<8}{n / seconds:10.2f} images/s", flush=True)
         max_diff = max(max_diff, float(np.abs(outputs["greenfm"] - outputs["plain"]).max()))
+        loader_s.append(run_loader(dataset, cfg["batch"]))
     if max_diff > 1e-4:
         raise SystemExit(f"{name}: greenfm and plain embeddings differ by {max_diff:.3g}")
     g = [x["images_per_s"] for x in runs["greenfm"]]
     p = [x["images_per_s"] for x in runs["plain"]]
     ratios = [a / b for a, b in zip(g, p)]
+    plain_s, data_s = n / statistics.median(p), statistics.median(loader_s)
     return {
         "settings": {**cfg, "images": n, "threads": torch.get_num_threads(), "pool": encoder.resolve_pool(None)},
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
@@ -147,6 +159,8 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
         "greenfm_images_per_s_median": statistics.median(g), "plain_images_per_s_median": statistics.median(p),
         "ratio_per_round": ratios, "ratio_median": statistics.median(ratios),
         "target_ratio": TARGET, "target_met": statistics.median(ratios) >= TARGET,
+        "data_path_s_per_pass": loader_s, "data_path_ms_per_image": 1e3 * data_s / n,
+        "ratio_implied_by_data_path": plain_s / (plain_s + data_s),
     }
 
 
@@ -184,16 +198,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    header = (f"{'config':<17}{'threads':>8}{'batch':>6}{'images':>8}{'greenfm img/s':>15}{'plain img/s':>13}"
-              f"{'ratio':>7}   per round")
+    header = (f"{'config':<20}{'threads':>8}{'batch':>6}{'images':>8}{'greenfm img/s':>15}{'plain img/s':>13}"
+              f"{'ratio':>7}{'data ms/img':>13}{'implied':>9}   per round")
     print("\n" + header + "\n" + "-" * len(header))
     for name, r in results.items():
         rounds = " ".join(f"{x:.3f}" for x in r["ratio_per_round"])
-        print(f"{name:<17}{r['settings']['threads']:>8}{r['settings']['batch']:>6}{r['settings']['images']:>8}"
+        print(f"{name:<20}{r['settings']['threads']:>8}{r['settings']['batch']:>6}{r['settings']['images']:>8}"
               f"{r['greenfm_images_per_s_median']:>15.2f}{r['plain_images_per_s_median']:>13.2f}"
-              f"{r['ratio_median']:>7.3f}   {rounds}")
+              f"{r['ratio_median']:>7.3f}{r['data_path_ms_per_image']:>13.3f}{r['ratio_implied_by_data_path']:>9.3f}"
+              f"   {rounds}")
     print(f"ratio = greenfm embed_dataset / plain timm loop images/s, median over interleaved rounds; "
           f"target >= {TARGET}")
+    print("data ms/img: the DataLoader over the cached ImageDataset alone (per-image read, normalize, collation), "
+          "once per round; implied = plain time / (plain time + that)")
 
     earlier = json.loads(RESULTS.read_text()).get("results", {}) if RESULTS.is_file() else {}
     out = {

@@ -33,6 +33,14 @@ seconds per image over the window (for greenfm read in ``fit``'s
 ``on_after_optimizer_step`` hook by a ``TokenReconstruction`` subclass; the CPU time
 of codecarbon's thread counts against greenfm).
 
+What ``fit`` adds, free of compute noise: the same loop runs ``NullMethod`` (one
+parameter, the batch mean as loss) for 60 steps with one thread, as ``fit`` on the
+cache, ``fit`` on the preloaded tensors and the plain loop (4 interleaved rounds,
+median step): cache - memory is the data path (per-image read, ``normalize``,
+collation), memory - plain the engine (Fabric, logging, ledger). The ratio these
+milliseconds imply, plain step / (plain step + overhead), is reported beside the
+timed one; on a busy machine it is the sharper figure.
+
 MFU = images/s x training FLOPs per image / the best fp32 matmul rate (torch.mm,
 2048 x 2048, best of 5, default threads) measured in the same run, once per round.
 On a shared machine the best call catches a quiet moment that a 10 s step does not,
@@ -69,6 +77,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 from greenfm.config import build_config
 from greenfm.data.cache import build_cache
@@ -117,6 +127,31 @@ class ClockedTokenReconstruction(TokenReconstruction):
         self.cpu_clock.append(time.process_time())
 
 
+class NullMethod(nn.Module):
+    """A step that costs next to nothing (one parameter; the batch mean is the loss), so timing it
+    under ``fit`` and under a plain loop shows what each adds around a step, free of compute noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+
+    def training_step(self, batch: dict) -> dict:
+        return {"loss": self.weight * batch["image"].mean()}
+
+
+class InMemory(Dataset):
+    """Preloaded images as ``{"image": tensor}`` items: ``fit`` without the cache's data path."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index]}
+
+
 def matmul_rates(n: int = 2048, repeats: int = 5, sustained_s: float = 3.0) -> tuple[float, float]:
     """fp32 FLOP/s of ``torch.mm`` on n x n matrices: the best of ``repeats`` calls (one untimed call
     first), and the mean over ``sustained_s`` seconds of back-to-back calls (what a long step sees
@@ -141,11 +176,11 @@ def make_dataset(manifest, img_size: int, cache_root: Path) -> ImageDataset:
     return ImageDataset(manifest, contract, cache=store, labels=False)
 
 
-def train_config(cfg: dict) -> TrainConfig:
+def train_config(cfg: dict, **overrides) -> TrainConfig:
     recipe = TokenReconstruction.default_train_config()
     return build_config(TrainConfig, **{**recipe, "epochs": 1, "max_steps": cfg["warmup"] + cfg["measured"],
                                         "batch_size": cfg["batch"], "num_workers": 0, "progress_bar": False,
-                                        "log_every_steps": 1, "seed": 0})
+                                        "log_every_steps": 1, "seed": 0, **overrides})
 
 
 def run_greenfm(cfg: dict, dataset: ImageDataset, run_dir: Path, flops: float) -> dict:
@@ -184,6 +219,56 @@ def summary(steps: list[float], cpu_s: float, batch: int) -> dict:
             "cpu_s_per_image": cpu_s / (batch * len(steps)), "step_s": steps}
 
 
+_OVERHEAD: dict[tuple[int, int], dict] = {}
+
+
+def loop_overhead(cfg: dict, dataset: ImageDataset, images: torch.Tensor, work: Path, *, rounds: int = 4,
+                  steps: int = 60) -> dict:
+    """Median ms per ``NullMethod`` step: ``fit`` on the cache, ``fit`` on in-memory tensors, the plain loop.
+
+    One torch thread (the work is Python). Epochs are short here, so the median step leaves out the
+    steps that carry an epoch boundary. engine = fit on memory - plain; data path = cache - memory.
+    """
+    variants = {"fit_cache": lambda r: fit_null(cfg, dataset, work / f"null-cache-{r}", steps),
+                "fit_memory": lambda r: fit_null(cfg, InMemory(images), work / f"null-memory-{r}", steps),
+                "plain": lambda r: plain_null(images, cfg["batch"], steps)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with threads(1):
+        for r in range(rounds):
+            for key in list(variants) if r % 2 == 0 else list(variants)[::-1]:
+                times[key].append(variants[key](r))
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    return {"ms_per_step": ms, "ms_per_step_by_round": times, "engine_ms": ms["fit_memory"] - ms["plain"],
+            "data_path_ms": ms["fit_cache"] - ms["fit_memory"], "total_ms": ms["fit_cache"] - ms["plain"]}
+
+
+def fit_null(cfg: dict, data: Dataset, run_dir: Path, steps: int) -> float:
+    config = train_config(cfg, epochs=steps, max_steps=steps, checkpoint_every_epochs=None)
+    with contextlib.redirect_stderr(io.StringIO()):
+        fit(NullMethod(), data, config, run_dir, export=False)
+    rows = read_metrics(run_dir, "step")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    seconds = [(b["samples_seen"] - a["samples_seen"]) / b["images_per_s"] for a, b in zip(rows[4:], rows[5:])]
+    return 1e3 * statistics.median(seconds)
+
+
+def plain_null(images: torch.Tensor, batch: int, steps: int) -> float:
+    """The plain loop's body around ``NullMethod``: same AdamW, clip and batch slicing as ``train``."""
+    model, recipe = NullMethod(), TokenReconstruction.default_train_config()
+    optimizer = adamw(model, lr=recipe["lr"], betas=recipe["betas"], weight_decay=recipe["weight_decay"])
+    ends, start = [], 0
+    for _ in range(steps):
+        start = 0 if start + batch > len(images) else start
+        loss = model.training_step({"image": images[start : start + batch]})["loss"]
+        start += batch
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), recipe["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ends.append(time.perf_counter())
+    return 1e3 * statistics.median(np.diff(ends[5:]))
+
+
 @contextlib.contextmanager
 def threads(n: int | None):
     """Run the block with ``n`` torch threads (None: torch's default for this machine)."""
@@ -203,9 +288,10 @@ def measure(name: str, cfg: dict, manifest, work: Path) -> dict:
 def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     rounds, load_start = cfg["rounds"], os.getloadavg()
     needed = (cfg["warmup"] + cfg["measured"]) * cfg["batch"]  # every step inside one epoch
-    if len(manifest) < needed:
-        raise SystemExit(f"{name}: {len(manifest)} phantom images, {needed} needed; raise --patients")
-    dataset = make_dataset(manifest.subset(np.arange(len(manifest)) < needed), cfg["img_size"], work / "cache")
+    size = max(needed, 12 * cfg["batch"])  # >= 12 steps per epoch for the NullMethod runs
+    if len(manifest) < size:
+        raise SystemExit(f"{name}: {len(manifest)} phantom images, {size} needed; raise --patients")
+    dataset = make_dataset(manifest.subset(np.arange(len(manifest)) < size), cfg["img_size"], work / "cache")
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))]).contiguous()
     probe = TokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
     flops, convention = training_flops_per_sample(probe, dataset)
@@ -227,6 +313,13 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
                 out = run_plain(cfg, images)
             runs[variant].append({**out, "round": r, "load_average_1min": os.getloadavg()[0]})
             print(f"  [{name}] round {r} {variant:<8}{out['images_per_s']:9.2f} images/s", flush=True)
+    key = (cfg["img_size"], cfg["batch"])
+    if key not in _OVERHEAD:  # the same for every thread setting: it is measured with one thread
+        _OVERHEAD[key] = loop_overhead(cfg, dataset, images, work)
+    overhead = _OVERHEAD[key]
+    print(f"  [{name}] fit adds {overhead['total_ms']:.2f} ms per step around a one-parameter method "
+          f"(engine {overhead['engine_ms']:.2f}, data path {overhead['data_path_ms']:.2f})", flush=True)
+    plain_step_s = statistics.median(s for x in runs["plain"] for s in x["step_s"])
     best_mm = max(matmul)
     g = [x["images_per_s"] for x in runs["greenfm"]]
     p = [x["images_per_s"] for x in runs["plain"]]
@@ -250,6 +343,8 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
         "greenfm_mfu": median_g * flops / best_mm, "plain_mfu": median_p * flops / best_mm,
         "plain_mfu_vs_median_sustained_matmul": median_p * flops / statistics.median(sustained),
         "target_ratio": TARGET, "target_met": statistics.median(ratios) >= TARGET,
+        "loop_overhead": overhead, "plain_median_step_s": plain_step_s,
+        "ratio_implied_by_overhead": plain_step_s / (plain_step_s + overhead["total_ms"] / 1e3),
     }
 
 
@@ -302,6 +397,16 @@ def main() -> None:
               f"{r['cpu_ratio_median']:>10.3f}{r['greenfm_mfu']:>13.3f}{r['plain_mfu']:>11.3f}")
     print(f"ratios greenfm / plain, medians over interleaved rounds (target >= {TARGET}): images/s over the window, "
           "from the median step, and from CPU seconds per image")
+    header = (f"\n{'what fit adds per step':<24}{'engine ms':>10}{'data path ms':>14}{'total ms':>10}"
+              f"{'plain step s':>14}{'implied ratio':>15}")
+    print(header + "\n" + "-" * (len(header) - 1))
+    for name, r in results.items():
+        o = r["loop_overhead"]
+        print(f"{name:<24}{o['engine_ms']:>10.2f}{o['data_path_ms']:>14.2f}{o['total_ms']:>10.2f}"
+              f"{r['plain_median_step_s']:>14.3f}{r['ratio_implied_by_overhead']:>15.3f}")
+    print("one-parameter method, one thread, same batch and data: fit on the cache - fit on in-memory tensors "
+          "(data path), fit on in-memory tensors - plain loop (engine); "
+          "implied ratio = plain step / (plain step + total)")
     print("MFU over the best fp32 matmul: " + ", ".join(
         f"{name} {r['best_matmul_flops_per_s'] / 1e9:.1f} GFLOP/s" for name, r in results.items()))
 

@@ -92,6 +92,29 @@ def test_pixels_identical_with_and_without_cache(tmp_path, mode, contract):
         assert torch.equal(decoded[i]["labels"].nan_to_num(7), cached[i]["labels"].nan_to_num(7))
 
 
+@pytest.mark.parametrize("augment", [None, "medpeft"])
+@pytest.mark.parametrize("mode, contract", [
+    ("L", PRESETS["cxr-medpeft"].replace(size=16)),
+    ("I;16", Contract(modality="xray", bit_depth=16, size=16, mean=0.5, std=0.25)),
+])
+def test_a_batched_fetch_equals_item_by_item(tmp_path, mode, contract, augment):
+    manifest = load_manifest(write_manifest(tmp_path, write_images(tmp_path / "img", 7, mode=mode)))
+    store = build_cache(manifest, contract, tmp_path / "cache", progress=False)
+    ds = ImageDataset(manifest, contract, cache=store, augment=augment and get_augment(augment, contract))
+    order = [5, 0, 3, 3, 6]
+    torch.manual_seed(1)
+    batch = ds.__getitems__(order)
+    torch.manual_seed(1)
+    items = [ds[i] for i in order]
+    for got, want in zip(batch, items):
+        assert torch.equal(got["image"], want["image"]) and got["index"] == want["index"]
+        assert torch.equal(got["labels"].nan_to_num(7), want["labels"].nan_to_num(7))
+    torch.manual_seed(1)
+    loader = DataLoader(torch.utils.data.Subset(ds, order), batch_size=5, generator=torch.Generator())
+    loaded = next(iter(loader))  # Subset passes the batch on
+    assert torch.equal(loaded["image"], torch.stack([item["image"] for item in items]))
+
+
 def test_cached_dataset_serves_a_subset_and_refuses_foreign_rows(tmp_path, grey_manifest):
     contract = PRESETS["cxr-medpeft"].replace(size=16)
     store = build_cache(grey_manifest, contract, tmp_path / "cache", progress=False)

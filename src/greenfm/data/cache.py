@@ -71,6 +71,10 @@ class CacheStore:
     def __getitem__(self, i: int) -> np.ndarray:
         return np.array(self.pixels[self.rows[i]])
 
+    def take(self, items: np.ndarray) -> np.ndarray:
+        """The stored arrays of several items at once, (B, C, H, W): one read of the memory map."""
+        return np.take(self.pixels, self.rows[np.asarray(items, dtype=np.int64)], axis=0)
+
     @property
     def pixels(self) -> np.ndarray:
         """The whole (N, C, H, W) array, memory-mapped read-only (opened lazily, per process)."""
