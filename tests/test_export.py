@@ -126,6 +126,20 @@ def test_encoder_export_reproduces_its_reference_embeddings_exactly(tr_run, tr_e
         assert torch.equal(student.forward_features(exported.fixture_input()).mean(dim=1), reference)
 
 
+def test_a_model_folder_serves_as_model_for_every_verb_with_its_own_contract(tr_export, tmp_path):
+    from greenfm.workflows.inputs import encoder_contract, load_encoder
+
+    encoder = load_encoder(tr_export)  # what embed, probe, finetune and pretrain --init do with a folder
+    assert encoder_contract(encoder, None) == CONTRACT
+    exported = load_exported(tr_export)
+    x = exported.fixture_input()
+    assert torch.equal(encoder.embed(x), torch.from_numpy(np.load(tr_export / "reference_embeddings.npy")))
+    tampered = shutil.copytree(tr_export, tmp_path / "tampered")
+    (tampered / "contract.json").write_text((tampered / "contract.json").read_text().replace("xray", "fundus"))
+    with pytest.raises(GreenfmError):
+        load_encoder(tampered)  # loaded through the checked loader
+
+
 def test_export_loads_in_plain_timm(tr_export):
     config = json.loads((tr_export / "config.json").read_text())
     model = timm.create_model(config["model"]["name"], pretrained=False, **config["model"]["kwargs"])

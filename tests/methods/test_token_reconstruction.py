@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from greenfm.errors import ConfigError
 from greenfm.models import create_encoder
-from greenfm.models.export import load_exported
+from greenfm.models.export import load_exported_encoder
 from greenfm.methods.token_reconstruction import TokenReconstruction, TokenReconstructionConfig, default_train_config
 
 
@@ -228,4 +228,4 @@ def test_export_reloads_in_plain_timm_without_greenfm(tmp_path):
     with torch.no_grad():
         expected = method.student.forward_features(x)
         assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
-        assert torch.equal(load_exported(folder).forward_features(x), expected)
+        assert torch.equal(load_exported_encoder(folder).forward_features(x), expected)

@@ -107,6 +107,11 @@ class ClassifierMethod(nn.Module):
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def evaluation_model(self) -> nn.Module:
+        """What the engine's per-epoch evaluation sees: the classifier as it trains, LoRA unmerged
+        (the same function as the merged export, without copying and merging it every epoch)."""
+        return self.model
+
     def export_model(self) -> nn.Module:
         """The classifier to export, LoRA merged into the backbone when it has any."""
         return self.model.merged() if hasattr(self.model, "merged") else self.model

@@ -95,8 +95,9 @@ def fit(
     Args:
         resume: continue the interrupted run in ``run_dir`` from ``checkpoints/last.ckpt``
             (``"auto"``: if there is one). Without it, a folder holding a checkpoint is refused.
-        evaluate: called after every epoch, on rank 0, with ``method.export_model()`` (or the
-            method) in eval mode; returns metrics to log. Its random draws do not disturb training.
+        evaluate: called after every epoch, on rank 0, with ``method.evaluation_model()``, else
+            ``method.export_model()``, else the method, in eval mode; returns metrics to log. Its
+            random draws do not disturb training.
         select_metric, select_mode: keep the best epoch's weights in ``checkpoints/best.ckpt``.
         flops_per_sample: the method's training FLOPs per sample (else 3 x the counted forward).
         run_record: JSON-safe facts (method, contract, data fraction ...), stored in every
@@ -327,7 +328,7 @@ class _Loop:
     def _evaluate(self, epoch: int) -> dict[str, float]:
         metrics = None
         if self.zero:
-            target = self.method.export_model() if hasattr(self.method, "export_model") else self.method
+            target = evaluation_target(self.method)
             self.method.eval()
             try:
                 with preserved_rng():
@@ -400,3 +401,13 @@ class _Loop:
             compute=compute,
             exported=exported,
         )
+
+
+def evaluation_target(method: nn.Module) -> nn.Module:
+    """What the per-epoch ``evaluate`` callback scores: ``evaluation_model()`` when the method has one
+    (the model as it trains, where ``export_model()`` would build a copy, e.g. with LoRA merged),
+    else ``export_model()``, else the method itself."""
+    for hook in ("evaluation_model", "export_model"):
+        if hasattr(method, hook):
+            return getattr(method, hook)()
+    return method

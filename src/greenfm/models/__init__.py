@@ -1,7 +1,7 @@
 """Backbones: ``create_encoder`` builds timm 2D models, tiny test ViTs and 3D ResNets as an ``Encoder``."""
 
 from greenfm.models.backbones import TINY_CONFIGS, Encoder, build_model, create_encoder
-from greenfm.models.export import default_preprocessing, export_encoder, load_exported
+from greenfm.models.export import default_preprocessing, export_encoder, load_exported_encoder
 from greenfm.models.weights import LoadReport
 
 __all__ = [
@@ -12,5 +12,5 @@ __all__ = [
     "create_encoder",
     "default_preprocessing",
     "export_encoder",
-    "load_exported",
+    "load_exported_encoder",
 ]

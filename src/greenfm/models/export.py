@@ -25,6 +25,7 @@ from greenfm.models.backbones import Encoder, build_model
 from greenfm.models.weights import file_sha256
 
 EXPORT_FORMAT = "greenfm.export/1"
+MODEL_FOLDER_FORMAT = "greenfm.model/1"  # greenfm.export.EXPORT_FORMAT: a checked model folder with a card
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -74,16 +75,27 @@ def export_encoder(
     return out_dir
 
 
-def load_exported(path: str | Path) -> Encoder:
-    """The :class:`Encoder` saved by :func:`export_encoder` (strict load; contract attached)."""
+def load_exported_encoder(path: str | Path) -> Encoder:
+    """The :class:`Encoder` of either kind of greenfm export folder, its contract attached.
+
+    - a run's ``exported/`` (this module's format, written by :func:`export_encoder`):
+      strict load of the weights;
+    - a ``greenfm export`` model folder (``greenfm.model/1``): loaded through
+      ``greenfm.export.load_exported``, which first checks file hashes, the contract and
+      the reference embeddings.
+    """
     path = Path(path)
     config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise BadInputError(f"not a greenfm export (needs {CONFIG_FILE} and {WEIGHTS_FILE})", source=str(path))
     try:
         config = json.loads(config_path.read_text())
+        if config.get("format") == MODEL_FOLDER_FORMAT:
+            from greenfm.export.loader import load_exported
+
+            return load_exported(path).encoder
         spec = config["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise BadInputError(f"unreadable export config ({exc})", source=str(config_path)) from None
     model = build_model(spec)
     try:

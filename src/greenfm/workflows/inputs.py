@@ -12,7 +12,7 @@ from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import Manifest, assert_no_patient_leakage, load_manifest
 from greenfm.errors import BadInputError
 from greenfm.models.backbones import Encoder, create_encoder
-from greenfm.models.export import CONFIG_FILE, load_exported
+from greenfm.models.export import CONFIG_FILE, load_exported_encoder
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def load_encoder(model: str | Path, *, backbone: str | None = None, img_size: in
     if path.is_dir():
         for folder in (path / "exported", path):
             if (folder / CONFIG_FILE).is_file():
-                return load_exported(folder)
+                return load_exported_encoder(folder)
         raise BadInputError("neither a greenfm run folder (with exported/) nor an export folder", source=str(path))
     if backbone is None:
         raise BadInputError(

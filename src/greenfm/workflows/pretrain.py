@@ -27,6 +27,8 @@ from greenfm.workflows.inputs import encoder_contract, image_dataset, load_check
 
 log = logging.getLogger(__name__)
 
+DEFAULT_IMG_SIZE = 392  # METHODS §2: ViT-S/14 at 392 px
+
 
 class PretrainConfig(GreenfmConfig):
     """Everything a pretraining run needs besides the optimiser (``train``)."""
@@ -38,8 +40,16 @@ class PretrainConfig(GreenfmConfig):
         "random",
         description="Initial weights: random, a weights file, a greenfm run or export folder, or a hub name.",
     )
-    img_size: int | None = Field(392, description="Input side in pixels (ViT position embeddings are resampled).")
-    contract: str = Field("rfg", description="Preprocessing contract preset or JSON file; its size follows img_size.")
+    img_size: int | None = Field(
+        None,
+        description="Input side in pixels (ViT position embeddings are resampled). Default: an --init model folder's "
+        "own size, else 392 (METHODS).",
+    )
+    contract: str | None = Field(
+        None,
+        description="Preprocessing contract preset or JSON file; its size follows img_size. Default: an --init model "
+        "folder's own contract, else rfg.",
+    )
     modality: str | None = Field(None, description="Override the contract's modality (xray, fundus, ct, ...).")
     augment: str = Field("auto", description="Training augmentation: auto (by modality), rfg, cxr, medpeft or none.")
     splits: list[str] = Field(["train"], description="Splits used for pretraining when the manifest has a split column.")
@@ -73,7 +83,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
                 f"--init {config.init} was trained at {encoder.img_size[-1]} px but img_size is {config.img_size}"
             )
     else:
-        encoder = create_encoder(config.backbone, weights=config.init, img_size=config.img_size)
+        encoder = create_encoder(config.backbone, weights=config.init, img_size=config.img_size or DEFAULT_IMG_SIZE)
     contract = encoder_contract(encoder, config.contract, modality=config.modality)
     augment_name = config.augment if config.augment != "auto" else _auto_augment(contract.modality)
     dataset = image_dataset(
