@@ -314,6 +314,31 @@ def evaluate_label_efficiency(*, model: str | Path, data: str | Path, out: str |
     return run_label_efficiency(model=model, data=data, out=out, echo=console.print, **options)
 
 
+def compare_studies(
+    study_a: str | Path,
+    study_b: str | Path,
+    *,
+    out: str | Path | None = None,
+    name_a: str | None = None,
+    name_b: str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+):
+    """Pair two label-efficiency studies of one data set cell by cell: B - A with paired patient-bootstrap CIs.
+
+    Writes ``study_comparison.json`` and ``.csv`` to ``out`` when given; prints the table.
+    """
+    from greenfm.workflows.study_comparison import compare_studies as compare
+
+    result = compare(study_a, study_b, name_a=name_a, name_b=name_b, n_resamples=bootstrap, seed=seed)
+    console.print(result.table(), markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        files = result.save(out)
+        console.print("wrote " + ", ".join(str(path) for path in files.values()), markup=False, highlight=False,
+                      soft_wrap=True)
+    return result
+
+
 # ----------------------------------------------------------------------------- demo
 
 

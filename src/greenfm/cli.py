@@ -287,6 +287,20 @@ def evaluate_label_efficiency(
                                      backbone=backbone, img_size=img_size, cache=cache, skip_bad=skip_bad)
 
 
+@evaluate_app.command("compare")
+def evaluate_compare(
+    study_a: Path = typer.Argument(..., help="Label-efficiency study folder A (e.g. the starting model)."),
+    study_b: Path = typer.Argument(..., help="Label-efficiency study folder B (e.g. the pretrained model)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for study_comparison.json and .csv."),
+    name_a: Optional[str] = typer.Option(None, help="Name of A in the table [default: its folder name]."),
+    name_b: Optional[str] = typer.Option(None, help="Name of B in the table [default: its folder name]."),
+    bootstrap: int = typer.Option(1000, help="Shared patient-bootstrap resamples."),
+    seed: int = typer.Option(0, help="Seed of the resamples."),
+) -> None:
+    """Is B better than A? Two studies of one manifest paired cell by cell, with paired 95% CIs of B - A."""
+    _api().compare_studies(study_a, study_b, out=out, name_a=name_a, name_b=name_b, bootstrap=bootstrap, seed=seed)
+
+
 # ----------------------------------------------------------------------------- report, export
 
 

@@ -124,3 +124,9 @@ def test_offline_hub_name_says_how_to_pass_a_local_file(images, capsys, monkeypa
     )
     assert code == 2 and "Traceback" not in err
     assert "local" in err.lower()
+
+
+def test_comparing_a_folder_that_is_not_a_study_names_it(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    code, _, err = run_cli(["evaluate", "compare", str(tmp_path / "a"), str(tmp_path / "a")], capsys)
+    assert_one_line_error(code, err, "not a label-efficiency study", str(tmp_path / "a"))

@@ -20,7 +20,9 @@ interrupted fine-tune resumes from its checkpoint). Files in ``out``:
 ``label_efficiency.png``               the curves, with CI bands and seeds as dots
 ``fraction_plans.json``                each seed's nested subsets and actual counts
 ``embeddings.parquet``                 the cached embeddings (linear probe)
-``runs/<mode>-f<fraction>-s<seed>/``   each fine-tuning run (weights removed unless ``keep_weights``)
+``runs/<mode>-f<fraction>-s<seed>/``   each cell's run: val/test ``predictions.parquet`` (what
+                                       ``compare_studies`` pairs), and for fine-tunes the run files
+                                       (weights removed unless ``keep_weights``)
 
 A fraction that rounds to no training patient, or a subset in which no finding has
 both classes, is skipped, counted and listed (``skipped_cells``).
@@ -241,7 +243,10 @@ class _Study:
         started = time.perf_counter()
         if mode == "linear" and cfg.linear_via == "probe":
             self.probe_inputs = self.probe_inputs or _embeddings(self.out, self.encoder, prepared, cfg, echo)
-            metrics, skipped, extra = _probe_cell(self.probe_inputs, prepared, self.plans[seed].rows[fraction], cfg)
+            run_dir = self.out / "runs" / f"{label}-f{fraction:g}-s{seed}"
+            metrics, skipped, extra = _probe_cell(self.probe_inputs, prepared, self.plans[seed].rows[fraction], cfg,
+                                                  run_dir)  # fmt: skip
+            extra["run_dir"] = str(run_dir.relative_to(self.out))
         else:
             metrics, skipped, extra = _finetune_cell(self, subset, mode, seed, fraction)
         seconds = time.perf_counter() - started
@@ -266,8 +271,10 @@ def _skip_reason(fraction: float, n_patients: int, subset, prepared: FinetuneDat
     return None
 
 
-def _probe_cell(inputs, prepared: FinetuneData, train_rows: np.ndarray, cfg: LabelEfficiencyConfig):
-    """The RETFound-Green probe fitted on one subset of the training rows; val and test whole."""
+def _probe_cell(inputs, prepared: FinetuneData, train_rows: np.ndarray, cfg: LabelEfficiencyConfig, run_dir: Path):
+    """The RETFound-Green probe fitted on one subset of the training rows; val and test whole.
+
+    Its ``probe.json`` and val/test ``predictions.parquet`` go to ``run_dir``, as a fine-tune's do."""
     from greenfm.adapt.linear_probe import run_probe
 
     x, table = inputs
@@ -281,6 +288,7 @@ def _probe_cell(inputs, prepared: FinetuneData, train_rows: np.ndarray, cfg: Lab
     result = run_probe(x[rows], subset, findings=names, protocol="retfound-green", task=task,
                        bootstrap=cfg.bootstrap, seed=cfg.bootstrap_seed)  # fmt: skip
     skipped.update(result.skipped)
+    result.save(run_dir)
     return result.test.to_dict(), skipped, {"protocol": "retfound-green"}
 
 

@@ -90,17 +90,10 @@ def paired_comparison(
     wilcoxon: bool = True,
 ) -> PairedComparison:
     """Compare two probes' scores on the same ``split`` images with one set of patient resamples."""
-    labels_a, scores_a, patients = _wide(predictions_a, split)
-    labels_b, scores_b, _ = _wide(predictions_b, split)
-    if not labels_a.index.equals(labels_b.index) or not labels_a.columns.equals(labels_b.columns):
-        raise BadInputError(f"the two models were not scored on the same {split} images and findings")
-    if not np.array_equal(labels_a.to_numpy(), labels_b.to_numpy(), equal_nan=True):
-        raise BadInputError(f"the two models' {split} labels differ; compare probes of one manifest")
-    names = list(labels_a.columns)
-    targets = labels_a.to_numpy(dtype=float)
-    targets = np.where(targets == -1, np.nan, targets)
-    columns_a = BinaryColumns(targets, scores_a.to_numpy(dtype=float), names, "multilabel")
-    columns_b = BinaryColumns(targets, scores_b.to_numpy(dtype=float), names, "multilabel")
+    scored_a, scored_b = scored_split(predictions_a, split), scored_split(predictions_b, split)
+    check_same_images(scored_a, scored_b, split)
+    columns_a, columns_b, patients = scored_a.columns, scored_b.columns, scored_a.patients
+    targets = columns_a.targets
 
     counts = patient_resample_counts(patients, n_resamples, seed)
     boot_a, _ = bootstrap_columns(columns_a, counts)
@@ -113,7 +106,7 @@ def paired_comparison(
     evaluable = np.array([f.evaluable for f in point_a.findings])
     if evaluable.any():
         rows.append(_row(MACRO, len(targets), int(np.nansum(targets == 1)), point_a.macro_auroc, point_b.macro_auroc,
-                         _nanmean_rows(boot_a[:, evaluable]), _nanmean_rows(boot_b[:, evaluable])))  # fmt: skip
+                         nanmean_rows(boot_a[:, evaluable]), nanmean_rows(boot_b[:, evaluable])))  # fmt: skip
     result = PairedComparison(
         model_a=model_a, model_b=model_b, rows=rows, n_resamples=n_resamples, seed=seed,
         n_patients=len(np.unique(patients)), n_images=len(targets),
@@ -124,8 +117,20 @@ def paired_comparison(
     return result
 
 
-def _wide(predictions: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """(labels, scores) as image x finding tables sorted by id, and each image's patient."""
+@dataclass
+class ScoredSplit:
+    """One model's scores on one split, as binary columns (image x finding, sorted by id), and each image's patient."""
+
+    ids: pd.Index
+    columns: BinaryColumns
+    patients: np.ndarray
+
+
+def scored_split(predictions: pd.DataFrame, split: str = "test") -> ScoredSplit:
+    """A long predictions table (``id, patient_id, split, finding, label, score``) -> one split, wide.
+
+    Labels of -1 (uncertain) are left out of every AUROC, as in the probes.
+    """
     missing = {"id", "patient_id", "split", "finding", "label", "score"} - set(predictions.columns)
     if missing:
         raise BadInputError(f"predictions lack column(s) {sorted(missing)}")
@@ -136,7 +141,18 @@ def _wide(predictions: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataF
     labels = rows.pivot(index="id", columns="finding", values="label").sort_index()[findings]
     scores = rows.pivot(index="id", columns="finding", values="score").loc[labels.index, findings]
     patients = rows.drop_duplicates("id").set_index("id").loc[labels.index, "patient_id"].astype(str).to_numpy()
-    return labels, scores, patients
+    targets = labels.to_numpy(dtype=float)
+    targets = np.where(targets == -1, np.nan, targets)
+    columns = BinaryColumns(targets, scores.to_numpy(dtype=float), findings, "multilabel")
+    return ScoredSplit(labels.index, columns, patients)
+
+
+def check_same_images(a: ScoredSplit, b: ScoredSplit, split: str = "test") -> None:
+    """Refuse a pairing of scores that were not made on the same images, findings and labels."""
+    if not a.ids.equals(b.ids) or list(a.columns.names) != list(b.columns.names):
+        raise BadInputError(f"the two models were not scored on the same {split} images and findings")
+    if not np.array_equal(a.columns.targets, b.columns.targets, equal_nan=True):
+        raise BadInputError(f"the two models' {split} labels differ; compare models scored on one manifest")
 
 
 def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.ndarray) -> PairedRow:
@@ -148,16 +164,22 @@ def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.n
         n_test=int(n),
         n_positive=int(n_positive),
         auroc_a=auroc_a,
-        ci_a=_interval(boot_a),
+        ci_a=interval(boot_a),
         auroc_b=auroc_b,
-        ci_b=_interval(boot_b),
+        ci_b=interval(boot_b),
         difference=auroc_b - auroc_a if scored else None,
-        difference_ci=_interval(diff) if scored else None,
-        p_bootstrap=min(1.0, 2 * min(float((diff <= 0).mean()), float((diff >= 0).mean()))) if scored else None,
+        difference_ci=interval(diff) if scored else None,
+        p_bootstrap=bootstrap_p(diff) if scored else None,
     )
 
 
-def _interval(values: np.ndarray) -> tuple[float, float] | None:
+def bootstrap_p(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no difference": twice the smaller share on either side of 0."""
+    return min(1.0, 2 * min(float((differences <= 0).mean()), float((differences >= 0).mean())))
+
+
+def interval(values: np.ndarray) -> tuple[float, float] | None:
+    """Percentile 95% interval of the finite values (None when there are none)."""
     values = values[np.isfinite(values)]
     if not len(values):
         return None
@@ -165,7 +187,8 @@ def _interval(values: np.ndarray) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean over the finite entries of each row (NaN for a row with none): the macro of each resample."""
     scored = np.isfinite(values)
     n = scored.sum(axis=1)
     total = np.where(scored, values, 0.0).sum(axis=1)

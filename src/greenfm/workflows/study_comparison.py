@@ -1,0 +1,236 @@
+"""Two label-efficiency studies of one data set compared cell by cell: is model B better than A?
+
+The usual question after continual pretraining: does the adapted model beat its
+starting model once both are probed and fine-tuned the same way? Two studies made
+by ``greenfm evaluate label-efficiency`` on the same manifest with the same seeds
+train every (mode, fraction, seed) cell on the same patients, so their test
+predictions pair up. For each (mode, fraction):
+
+- each seed's macro AUROC of A and of B is bootstrapped on *one* set of test-patient
+  resamples (``n_resamples``, ``seed``), the same for every cell;
+- the difference B - A is averaged over the seeds both studies finished, resample by
+  resample, and its percentile interval is the paired 95% CI of the mean difference.
+  It measures test-set variation; the spread of the per-seed differences
+  (``seed_sd``) shows the training variation beside it;
+- ``p_bootstrap`` is the two-sided bootstrap p of no difference.
+
+Each cell's val/test scores are read from ``runs/<cell>/predictions.parquet``,
+which every cell of a study writes. Nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from greenfm.errors import BadInputError
+from greenfm.evaluate.bootstrap import bootstrap_columns, patient_resample_counts
+from greenfm.evaluate.metrics import json_safe, score_columns
+from greenfm.workflows.label_efficiency_results import JSON_FILE, PLANS
+from greenfm.workflows.paired_comparison import (
+    ScoredSplit,
+    bootstrap_p,
+    check_same_images,
+    interval,
+    nanmean_rows,
+    scored_split,
+)
+
+COMPARISON_JSON, COMPARISON_CSV = "study_comparison.json", "study_comparison.csv"
+
+
+@dataclass
+class CellDifference:
+    """One (mode, fraction): both studies' mean macro AUROC over common seeds and the paired difference."""
+
+    mode: str
+    fraction: float
+    seeds: list[int]
+    n_train_images: float
+    auroc_a: float
+    auroc_b: float
+    difference: float
+    difference_ci: tuple[float, float] | None
+    p_bootstrap: float
+    seed_differences: list[float]
+
+    @property
+    def seed_sd(self) -> float | None:
+        return float(np.std(self.seed_differences, ddof=1)) if len(self.seed_differences) > 1 else None
+
+    @property
+    def verdict(self) -> str:
+        if self.difference_ci is None:
+            return "not evaluable"
+        low, high = self.difference_ci
+        return "b better" if low > 0 else "a better" if high < 0 else "no clear difference"
+
+
+@dataclass
+class StudyComparison:
+    """Every (mode, fraction) both studies finished, and what could not be paired."""
+
+    study_a: str
+    study_b: str
+    name_a: str
+    name_b: str
+    rows: list[CellDifference]
+    n_resamples: int
+    seed: int
+    n_test_images: int
+    n_test_patients: int
+    unpaired: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """Plain text, one line per (mode, fraction)."""
+        head = (f"{'mode':<15}{'fraction':>9}{'seeds':>6}{'images':>8}{self.name_a[:12]:>13}{self.name_b[:12]:>13}"
+                f"{'B - A':>8}{'paired 95% CI':>19}{'seed sd':>9}  verdict")  # fmt: skip
+        lines = [f"A = {self.name_a} ({self.study_a})", f"B = {self.name_b} ({self.study_b})", head]
+        for r in self.rows:
+            ci = f"[{r.difference_ci[0]:+.3f}, {r.difference_ci[1]:+.3f}]" if r.difference_ci else ""
+            sd = f"{r.seed_sd:.3f}" if r.seed_sd is not None else ""
+            lines.append(f"{r.mode:<15}{r.fraction:>9g}{len(r.seeds):>6}{r.n_train_images:>8.0f}{r.auroc_a:>13.3f}"
+                         f"{r.auroc_b:>13.3f}{r.difference:>+8.3f}{ci:>19}{sd:>9}  {r.verdict}")  # fmt: skip
+        lines.append(f"macro AUROC on {self.n_test_images} test images of {self.n_test_patients} patients; "
+                     f"{self.n_resamples} shared patient resamples (seed {self.seed})")  # fmt: skip
+        if self.unpaired:
+            lines.append(f"{len(self.unpaired)} cell(s) not paired: " + "; ".join(self.unpaired))
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"mode": r.mode, "fraction": r.fraction, "n_seeds": len(r.seeds), "n_train_images": r.n_train_images,
+             "auroc_a": r.auroc_a, "auroc_b": r.auroc_b, "difference": r.difference,
+             "ci_low": r.difference_ci[0] if r.difference_ci else np.nan,
+             "ci_high": r.difference_ci[1] if r.difference_ci else np.nan,
+             "seed_sd": r.seed_sd, "p_bootstrap": r.p_bootstrap, "verdict": r.verdict}
+            for r in self.rows
+        ])  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [asdict(r) | {"seed_sd": r.seed_sd, "verdict": r.verdict} for r in self.rows]
+        return json_safe(asdict(self) | {"rows": rows, "level": 0.95, "cluster": "patient"})
+
+    def save(self, out: str | Path) -> dict[str, Path]:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"json": out / COMPARISON_JSON, "csv": out / COMPARISON_CSV}
+        files["json"].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        self.to_frame().to_csv(files["csv"], index=False)
+        return files
+
+
+def compare_studies(
+    study_a: str | Path,
+    study_b: str | Path,
+    *,
+    name_a: str | None = None,
+    name_b: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> StudyComparison:
+    """Pair the cells of two label-efficiency studies (see the module doc)."""
+    study_a, study_b = Path(study_a), Path(study_b)
+    cells_a, plans_a = _read_study(study_a)
+    cells_b, plans_b = _read_study(study_b)
+
+    groups: dict[tuple[str, float], list[int]] = {}
+    unpaired = []
+    for key in sorted(set(cells_a) | set(cells_b)):
+        mode, fraction, cell_seed = key
+        if key not in cells_a or key not in cells_b:
+            unpaired.append(f"{mode} {fraction:g} seed {cell_seed}: only in {'A' if key in cells_a else 'B'}")
+        elif not _same_subset(plans_a, plans_b, fraction, cell_seed):
+            unpaired.append(f"{mode} {fraction:g} seed {cell_seed}: the studies drew different training subsets")
+        else:
+            groups.setdefault((mode, fraction), []).append(cell_seed)
+    if not groups:
+        raise BadInputError(f"no cell of {study_a} pairs with one of {study_b}: " + "; ".join(unpaired[:3]))
+
+    first = next(iter(groups.items()))
+    reference = _scores(study_a, cells_a[(*first[0], first[1][0])])
+    counts = patient_resample_counts(reference.patients, n_resamples, seed)
+    rows = []
+    for (mode, fraction), seeds in groups.items():
+        point_diffs, boot_diffs, point_a, point_b = [], [], [], []
+        for cell_seed in seeds:
+            a = _scores(study_a, cells_a[(mode, fraction, cell_seed)])
+            b = _scores(study_b, cells_b[(mode, fraction, cell_seed)])
+            check_same_images(reference, a)
+            check_same_images(a, b)
+            (macro_a, boot_a), (macro_b, boot_b) = _macro(a, counts), _macro(b, counts)
+            point_a.append(macro_a)
+            point_b.append(macro_b)
+            point_diffs.append(macro_b - macro_a)
+            boot_diffs.append(boot_b - boot_a)
+        mean_boot = nanmean_rows(np.stack(boot_diffs, axis=1))
+        finite = mean_boot[np.isfinite(mean_boot)]
+        rows.append(CellDifference(
+            mode=mode, fraction=fraction, seeds=seeds,
+            n_train_images=float(np.mean([cells_a[(mode, fraction, s)]["n_train_images"] for s in seeds])),
+            auroc_a=float(np.mean(point_a)), auroc_b=float(np.mean(point_b)),
+            difference=float(np.mean(point_diffs)), difference_ci=interval(mean_boot),
+            p_bootstrap=bootstrap_p(finite) if len(finite) else float("nan"), seed_differences=point_diffs,
+        ))  # fmt: skip
+    return StudyComparison(
+        study_a=str(study_a), study_b=str(study_b), name_a=name_a or study_a.name, name_b=name_b or study_b.name,
+        rows=rows, n_resamples=n_resamples, seed=seed, n_test_images=len(reference.ids),
+        n_test_patients=len(np.unique(reference.patients)), unpaired=unpaired,
+    )  # fmt: skip
+
+
+def _read_study(folder: Path) -> tuple[dict[tuple[str, float, int], dict[str, Any]], dict[str, Any]]:
+    """The finished cells of a study keyed by (mode, fraction, seed), and its fraction plans by seed."""
+    path = folder / JSON_FILE
+    if not path.is_file():
+        raise BadInputError(f"not a label-efficiency study (no {JSON_FILE})", source=str(folder))
+    try:
+        study = json.loads(path.read_text())
+        cells = {(c["mode"], float(c["fraction"]), int(c["seed"])): c
+                 for c in study["cells"].values() if c.get("status") == "done"}  # fmt: skip
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"unreadable study results ({exc})", source=str(path)) from None
+    try:
+        plans = json.loads((folder / PLANS).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"unreadable fraction plans ({str(exc).splitlines()[0]})", source=str(folder / PLANS)) from None
+    return cells, plans
+
+
+def _same_subset(plans_a: dict[str, Any], plans_b: dict[str, Any], fraction: float, seed: int) -> bool:
+    """Whether both studies trained this (fraction, seed) on the same training rows."""
+    a, b = (plans.get(str(seed)) or {} for plans in (plans_a, plans_b))
+    key = "ids" if a.get("ids") and b.get("ids") else "rows"  # ids when recorded: they survive a re-ordered manifest
+    subset_a, subset_b = ((plan.get(key) or {}).get(str(float(fraction))) for plan in (a, b))
+    return subset_a is not None and subset_a == subset_b
+
+
+def _scores(folder: Path, cell: dict[str, Any]) -> ScoredSplit:
+    run_dir = cell.get("run_dir")
+    path = folder / run_dir / "predictions.parquet" if run_dir else None
+    if path is None or not path.is_file():
+        raise BadInputError(
+            f"cell {cell['mode']} {cell['fraction']:g} seed {cell['seed']} kept no predictions; "
+            "rerun the study with this greenfm version (finished fine-tunes are reused)",
+            source=str(folder),
+        )
+    try:
+        predictions = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"unreadable predictions ({str(exc).splitlines()[0]})", source=str(path)) from None
+    return scored_split(predictions, "test")
+
+
+def _macro(scored: ScoredSplit, counts: np.ndarray) -> tuple[float, np.ndarray]:
+    """The macro AUROC of one cell and its value on every shared resample (NaN where not evaluable)."""
+    point = score_columns(scored.columns)
+    boot, _ = bootstrap_columns(scored.columns, counts)
+    evaluable = np.array([f.evaluable for f in point.findings])
+    if not evaluable.any() or point.macro_auroc is None:
+        raise BadInputError("a cell's test predictions hold no finding with both classes")
+    return float(point.macro_auroc), nanmean_rows(boot[:, evaluable])
