@@ -140,3 +140,11 @@ def test_write_run_config_adds_provenance(tmp_path):
     prov = data["provenance"]
     assert prov["manifest_hash"] == "abc" and prov["seed"] == 3 and prov["git_sha"]
     assert prov["greenfm_version"] and prov["torch_version"] == torch.__version__ and prov["timestamp"]
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_the_ledger_is_printed_unless_switched_off_and_always_logged(tmp_path, capsys, show):
+    fit(ToyMethod(), ToyData(16), toy_config(epochs=1, show_ledger=show), tmp_path)
+    printed = capsys.readouterr().err
+    assert ("device-hours" in printed) is show
+    assert "device-hours" in (tmp_path / "train.log").read_text()

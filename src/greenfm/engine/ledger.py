@@ -356,18 +356,20 @@ def ledger_rows(ledger: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def print_ledger(ledger: dict[str, Any], console: Any | None = None) -> str:
-    """Print the ledger as a small table (rich); returns it as plain text for the log."""
-    from rich.console import Console
-    from rich.table import Table
+def print_ledger(ledger: dict[str, Any], console: Any | None = None, *, show: bool = True) -> str:
+    """Print the ledger as a small table (rich) unless ``show`` is False; returns it as plain text for the log."""
+    rows = ledger_rows(ledger)
+    if show:
+        from rich.console import Console
+        from rich.table import Table
 
-    table = Table(title="compute", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for label, value in ledger_rows(ledger):
-        table.add_row(label, value)
-    (console or Console(stderr=True)).print(table)
-    return "\n".join(f"{label:<40} {value}" for label, value in ledger_rows(ledger))
+        table = Table(title="compute", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for label, value in rows:
+            table.add_row(label, value)
+        (console or Console(stderr=True)).print(table)
+    return "\n".join(f"{label:<40} {value}" for label, value in rows)
 
 
 def _fmt(value: Any, fmt: str) -> str:

@@ -74,6 +74,9 @@ class TrainConfig(GreenfmConfig):
         "USA", min_length=3, max_length=3, description="Country (ISO 3166 alpha-3) for the CO2 intensity."
     )
     progress_bar: bool = Field(True, description="Show a progress bar with loss, lr, images/s and ETA.")
+    show_ledger: bool = Field(
+        True, description="Print the compute ledger at the end (it is always written to compute.json and train.log)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -382,7 +382,7 @@ class _Loop:
                 exported = save_exported(self.method.export_model(), self.run_dir.exported / "last.safetensors",
                                          metadata=meta)  # fmt: skip
             write_compute_json(self.run_dir.compute, compute)
-            log.info("compute:\n%s", print_ledger(compute))
+            log.info("compute:\n%s", print_ledger(compute, show=self.config.show_ledger))
         self.fabric.barrier()
         return self._result(compute, exported)
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = frozenset(
     {
         "epochs", "max_steps", "num_workers", "log_every_steps", "checkpoint_every_steps",
-        "checkpoint_every_epochs", "keep_periodic", "progress_bar", "track_energy", "country_iso_code",
+        "checkpoint_every_epochs", "keep_periodic", "progress_bar", "show_ledger", "track_energy", "country_iso_code",
         "devices", "num_nodes",  # the process count itself is checked separately
     }
 )  # fmt: skip

@@ -134,11 +134,11 @@ def attach_intervals(metrics: Metrics, auroc: np.ndarray, auprc: np.ndarray, inf
     for j, finding in enumerate(metrics.findings):
         finding.n_degenerate_resamples = int(np.isnan(auroc[:, j]).sum())
         if finding.evaluable:
-            finding.auroc_ci = _percentiles(auroc[:, j], tail)
-            finding.auprc_ci = _percentiles(auprc[:, j], tail)
+            finding.auroc_ci = percentile_interval(auroc[:, j], tail)
+            finding.auprc_ci = percentile_interval(auprc[:, j], tail)
     if evaluable.any():
-        metrics.macro_auroc_ci = _percentiles(_nanmean_rows(auroc[:, evaluable]), tail)
-        metrics.macro_auprc_ci = _percentiles(_nanmean_rows(auprc[:, evaluable]), tail)
+        metrics.macro_auroc_ci = percentile_interval(nanmean_rows(auroc[:, evaluable]), tail)
+        metrics.macro_auprc_ci = percentile_interval(nanmean_rows(auprc[:, evaluable]), tail)
         metrics.extra["n_resamples_with_degenerate_finding"] = int(np.isnan(auroc[:, evaluable]).any(axis=1).sum())
     metrics.bootstrap = info
     return metrics
@@ -220,7 +220,8 @@ def _exclusive_cumsum(w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _percentiles(values: np.ndarray, tail: float) -> tuple[float, float] | None:
+def percentile_interval(values: np.ndarray, tail: float = 2.5) -> tuple[float, float] | None:
+    """The (tail, 100 - tail) percentiles of the finite values (None when there are none): 95% by default."""
     values = values[np.isfinite(values)]
     if not len(values):
         return None
@@ -228,7 +229,8 @@ def _percentiles(values: np.ndarray, tail: float) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean over the finite entries of each row (NaN for a row with none): the macro of each resample."""
     scored = np.isfinite(values)
     total = np.where(scored, values, 0.0).sum(axis=1)
     n = scored.sum(axis=1)

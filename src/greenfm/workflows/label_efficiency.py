@@ -295,7 +295,7 @@ def _probe_cell(inputs, prepared: FinetuneData, train_rows: np.ndarray, cfg: Lab
 def _finetune_cell(study: _Study, subset, mode: str, seed: int, fraction: float):
     """One fine-tuning run on one subset; its weights are removed afterwards unless ``keep_weights``."""
     cfg, prepared, out = study.cfg, study.prepared, study.out
-    train_config = build_train_config(mode, len(subset), {"progress_bar": False, **cfg.train, "seed": seed})
+    train_config = build_train_config(mode, len(subset), {"progress_bar": False, "show_ledger": False, **cfg.train, "seed": seed})
     run_dir = out / "runs" / f"{mode_label(mode, cfg.linear_via)}-f{fraction:g}-s{seed}"
     record = {"study": str(out), "label_fraction": fraction, "fraction_seed": seed, "mode": mode,
               "manifest_hash": prepared.manifest.hash, "contract": prepared.contract.to_dict()}  # fmt: skip

@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from greenfm.errors import BadInputError
-from greenfm.evaluate.bootstrap import bootstrap_columns, patient_resample_counts
+from greenfm.evaluate.bootstrap import (
+    bootstrap_columns,
+    nanmean_rows,
+    patient_resample_counts,
+    percentile_interval,
+)
 from greenfm.evaluate.comparison import rfg_compare
 from greenfm.evaluate.metrics import BinaryColumns, json_safe, score_columns
 
@@ -49,11 +54,15 @@ class PairedRow:
 
     @property
     def verdict(self) -> str:
-        """``b better`` / ``a better`` when the paired CI excludes 0, else ``no clear difference``."""
-        if self.difference_ci is None:
-            return "not evaluable"
-        low, high = self.difference_ci
-        return "b better" if low > 0 else "a better" if high < 0 else "no clear difference"
+        return verdict(self.difference_ci)
+
+
+def verdict(difference_ci: tuple[float, float] | None) -> str:
+    """``b better`` / ``a better`` when the paired CI of B - A excludes 0, else ``no clear difference``."""
+    if difference_ci is None:
+        return "not evaluable"
+    low, high = difference_ci
+    return "b better" if low > 0 else "a better" if high < 0 else "no clear difference"
 
 
 @dataclass
@@ -164,11 +173,11 @@ def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.n
         n_test=int(n),
         n_positive=int(n_positive),
         auroc_a=auroc_a,
-        ci_a=interval(boot_a),
+        ci_a=percentile_interval(boot_a),
         auroc_b=auroc_b,
-        ci_b=interval(boot_b),
+        ci_b=percentile_interval(boot_b),
         difference=auroc_b - auroc_a if scored else None,
-        difference_ci=interval(diff) if scored else None,
+        difference_ci=percentile_interval(diff) if scored else None,
         p_bootstrap=bootstrap_p(diff) if scored else None,
     )
 
@@ -176,23 +185,6 @@ def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.n
 def bootstrap_p(differences: np.ndarray) -> float:
     """Two-sided bootstrap p-value of "no difference": twice the smaller share on either side of 0."""
     return min(1.0, 2 * min(float((differences <= 0).mean()), float((differences >= 0).mean())))
-
-
-def interval(values: np.ndarray) -> tuple[float, float] | None:
-    """Percentile 95% interval of the finite values (None when there are none)."""
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return None
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean over the finite entries of each row (NaN for a row with none): the macro of each resample."""
-    scored = np.isfinite(values)
-    n = scored.sum(axis=1)
-    total = np.where(scored, values, 0.0).sum(axis=1)
-    return np.divide(total, n, out=np.full(len(total), np.nan), where=n > 0)
 
 
 def _rfg_wilcoxon(targets, scores_a, scores_b, model_a: str, model_b: str) -> dict[str, Any] | None:

@@ -29,16 +29,20 @@ import numpy as np
 import pandas as pd
 
 from greenfm.errors import BadInputError
-from greenfm.evaluate.bootstrap import bootstrap_columns, patient_resample_counts
+from greenfm.evaluate.bootstrap import (
+    bootstrap_columns,
+    nanmean_rows,
+    patient_resample_counts,
+    percentile_interval,
+)
 from greenfm.evaluate.metrics import json_safe, score_columns
 from greenfm.workflows.label_efficiency_results import JSON_FILE, PLANS
 from greenfm.workflows.paired_comparison import (
     ScoredSplit,
     bootstrap_p,
     check_same_images,
-    interval,
-    nanmean_rows,
     scored_split,
+    verdict,
 )
 
 COMPARISON_JSON, COMPARISON_CSV = "study_comparison.json", "study_comparison.csv"
@@ -65,10 +69,7 @@ class CellDifference:
 
     @property
     def verdict(self) -> str:
-        if self.difference_ci is None:
-            return "not evaluable"
-        low, high = self.difference_ci
-        return "b better" if low > 0 else "a better" if high < 0 else "no clear difference"
+        return verdict(self.difference_ci)
 
 
 @dataclass
@@ -174,7 +175,7 @@ def compare_studies(
             mode=mode, fraction=fraction, seeds=seeds,
             n_train_images=float(np.mean([cells_a[(mode, fraction, s)]["n_train_images"] for s in seeds])),
             auroc_a=float(np.mean(point_a)), auroc_b=float(np.mean(point_b)),
-            difference=float(np.mean(point_diffs)), difference_ci=interval(mean_boot),
+            difference=float(np.mean(point_diffs)), difference_ci=percentile_interval(mean_boot),
             p_bootstrap=bootstrap_p(finite) if len(finite) else float("nan"), seed_differences=point_diffs,
         ))  # fmt: skip
     return StudyComparison(
