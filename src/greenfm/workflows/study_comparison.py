@@ -7,11 +7,13 @@ train every (mode, fraction, seed) cell on the same patients, so their test
 predictions pair up. For each (mode, fraction):
 
 - each seed's macro AUROC of A and of B is bootstrapped on *one* set of test-patient
-  resamples (``n_resamples``, ``seed``), the same for every cell;
-- the difference B - A is averaged over the seeds both studies finished, resample by
-  resample, and its percentile interval is the paired 95% CI of the mean difference.
-  It measures test-set variation; the spread of the per-seed differences
-  (``seed_sd``) shows the training variation beside it;
+  resamples (``n_resamples``, ``seed``), the same for every cell, giving per resample
+  and seed a paired difference B - A;
+- each resample also draws the seeds both studies finished, with replacement, and
+  averages their differences: the percentile interval of those means is the 95% CI
+  of the mean difference over seeds. It covers both the test set (patients) and
+  training (seeds); with one seed it is the plain paired patient bootstrap. The
+  spread of the per-seed differences is reported beside it (``seed_sd``);
 - ``p_bootstrap`` is the two-sided bootstrap p of no difference.
 
 Each cell's val/test scores are read from ``runs/<cell>/predictions.parquet``,
@@ -169,7 +171,7 @@ def compare_studies(
             point_b.append(macro_b)
             point_diffs.append(macro_b - macro_a)
             boot_diffs.append(boot_b - boot_a)
-        mean_boot = nanmean_rows(np.stack(boot_diffs, axis=1))
+        mean_boot = _mean_over_drawn_seeds(np.stack(boot_diffs, axis=1), seed)
         finite = mean_boot[np.isfinite(mean_boot)]
         rows.append(CellDifference(
             mode=mode, fraction=fraction, seeds=seeds,
@@ -183,6 +185,15 @@ def compare_studies(
         rows=rows, n_resamples=n_resamples, seed=seed, n_test_images=len(reference.ids),
         n_test_patients=len(np.unique(reference.patients)), unpaired=unpaired,
     )  # fmt: skip
+
+
+def _mean_over_drawn_seeds(differences: np.ndarray, seed: int) -> np.ndarray:
+    """(R, S) differences per patient resample and seed -> (R,) means over S seeds drawn with replacement."""
+    n_resamples, n_seeds = differences.shape
+    if n_seeds == 1:
+        return differences[:, 0]
+    drawn = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+    return nanmean_rows(np.take_along_axis(differences, drawn, axis=1))
 
 
 def _read_study(folder: Path) -> tuple[dict[tuple[str, float, int], dict[str, Any]], dict[str, Any]]:
