@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -216,10 +217,15 @@ def test_finetune_with_the_engine_exports_the_selected_merged_model(tmp_path, ca
         run_dir=tmp_path / "run",
         balanced=True,
         eval_batch_size=32,
+        bootstrap=50,
     )
     assert result.best_epoch in (0, 1) and len(result.history) == 2
     assert result.best_val_macro_auroc == max(row["val_macro_auroc"] for row in result.history)
     assert result.test is not None and result.test["n_evaluable"] == 2
+    low, high = result.test["macro_auroc_ci"]  # the test split scored once, with its patient-bootstrap CI
+    assert low <= result.test["macro_auroc"] <= high and result.test["bootstrap"]["n_resamples"] == 50
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    assert predictions.groupby("split").size().to_dict() == {"test": 2 * len(test), "val": 2 * len(val)}
     weights = load_file(tmp_path / "run" / "exported" / "best.safetensors")
     assert "backbone.blocks.0.attn.qkv.weight" in weights and not any("lora_" in k for k in weights)
     assert "lora med-peft r=2 (qv-fused-custom-layer)" in capsys.readouterr().out

@@ -4,8 +4,9 @@
 and share, trains it with the engine's ``fit`` while an ``evaluate`` callback
 scores the validation split (macro AUROC, ``greenfm.evaluate.metrics``) after every
 epoch, then restores the best epoch (the engine's ``best.ckpt``) and scores the test
-split once. Results go to ``RUN_DIR/finetune.json``, the selected
-model (LoRA merged) to ``RUN_DIR/exported/best.safetensors``.
+split once, with patient-bootstrap CIs. Results go to ``RUN_DIR/finetune.json``, val and
+test scores to ``RUN_DIR/predictions.parquet``, the selected model (LoRA merged) to
+``RUN_DIR/exported/best.safetensors``.
 """
 
 from __future__ import annotations
@@ -86,14 +87,54 @@ def evaluate_split(
     num_workers: int = 0,
 ):
     """Per-finding and macro AUROC / AUPRC of ``method`` on ``dataset`` (a ``Metrics``)."""
+    return score_split(method, dataset, names=names, batch_size=batch_size, num_workers=num_workers)[0]
+
+
+def score_split(
+    method: ClassifierMethod,
+    dataset: Dataset,
+    *,
+    names: Sequence[str] | None = None,
+    bootstrap: int = 0,
+    bootstrap_seed: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+):
+    """(metrics, predictions) of ``method`` on ``dataset``, in one pass over it.
+
+    With ``bootstrap`` the metrics carry 95% CIs from that many patient-cluster
+    resamples (``dataset.patient_ids``; each image its own patient when absent).
+    ``predictions`` is the long table ``id, patient_id, finding, label, score`` (one-hot
+    targets per class for a multi-class task; NaN where a label is unknown or uncertain).
+    """
+    import pandas as pd
+
+    from greenfm.evaluate.bootstrap import bootstrap_metrics
     from greenfm.evaluate.metrics import compute_metrics
 
     labels, scores = predict(method, dataset, batch_size=batch_size, num_workers=num_workers)
+    names = list(names) if names is not None else [f"finding_{k}" for k in range(scores.shape[1])]
     if method.task == "multiclass":
         y = class_indices(torch.from_numpy(labels)).numpy().astype(float)
         y[y < 0] = np.nan
-        return compute_metrics(y, scores, task="multiclass", names=names)
-    return compute_metrics(labels, scores, task="multilabel", names=names)
+        targets = np.where(np.isfinite(y)[:, None], (y[:, None] == np.arange(len(names))).astype(float), np.nan)
+    else:
+        y, targets = labels, np.where(labels == -1, np.nan, labels)
+    ids = np.asarray(getattr(dataset, "ids", np.arange(len(dataset)).astype(str)))
+    patients = np.asarray(getattr(dataset, "patient_ids", ids))
+    if bootstrap:
+        metrics = bootstrap_metrics(y, scores, patients, task=method.task, names=names, n_resamples=bootstrap,
+                                    seed=bootstrap_seed)  # fmt: skip
+    else:
+        metrics = compute_metrics(y, scores, task=method.task, names=names)
+    predictions = pd.DataFrame({
+        "id": np.repeat(ids, len(names)),
+        "patient_id": np.repeat(patients, len(names)),
+        "finding": np.tile(np.asarray(names, dtype=object), len(ids)),
+        "label": targets.reshape(-1),
+        "score": scores.reshape(-1),
+    })  # fmt: skip
+    return metrics, predictions
 
 
 class BestEpochTracker:
@@ -168,6 +209,8 @@ def finetune(
     run_record: dict[str, Any] | None = None,
     eval_batch_size: int = 64,
     num_workers: int = 0,
+    bootstrap: int = 0,
+    bootstrap_seed: int = 0,
     fit: Callable[..., Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> FinetuneResult:
@@ -180,8 +223,10 @@ def finetune(
     ``fit`` defaults to ``greenfm.engine.fit``; tests pass a plain loop.
 
     The best validation epoch (the engine's ``best.ckpt``, which survives a resume, else
-    the callback's in-memory copy) is restored, scored once on ``test`` and exported to
-    ``RUN_DIR/exported/best.safetensors`` with LoRA merged.
+    the callback's in-memory copy) is restored, scored once on ``test`` (with
+    ``bootstrap`` patient-bootstrap resamples for 95% CIs, seeded by ``bootstrap_seed``)
+    and exported to ``RUN_DIR/exported/best.safetensors`` with LoRA merged. Its val and
+    test scores go to ``RUN_DIR/predictions.parquet``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,12 +268,26 @@ def finetune(
     )
     if not _rank_zero():  # DDP: the other processes stop here; rank 0 tests and writes
         return result
-    if test is not None and len(test) > 0:
-        result.test = evaluate_split(
-            method, test, names=names, batch_size=eval_batch_size, num_workers=num_workers
-        ).to_dict()
+    scored = []
+    for split, dataset, resamples in (("val", val, 0), ("test", test, bootstrap)):
+        if dataset is not None and len(dataset) > 0:
+            metrics, predictions = score_split(method, dataset, names=names, bootstrap=resamples,
+                                               bootstrap_seed=bootstrap_seed, batch_size=eval_batch_size,
+                                               num_workers=num_workers)  # fmt: skip
+            scored.append(predictions.assign(split=split))
+            if split == "test":
+                result.test = metrics.to_dict()
+    if scored:
+        import pandas as pd
+
+        pd.concat(scored)[["id", "patient_id", "split", "finding", "label", "score"]].to_parquet(
+            run_dir / "predictions.parquet", index=False
+        )
+    if result.test is not None:
         chosen = f", best validation epoch {best_epoch}" if best_epoch is not None else ""
-        echo(f"test macro AUROC {_fmt(result.test.get('macro_auroc'))}{chosen}")
+        ci = result.test.get("macro_auroc_ci")
+        ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}] ({bootstrap} patient-bootstrap resamples)" if ci else ""
+        echo(f"test macro AUROC {_fmt(result.test.get('macro_auroc'))}{ci_text}{chosen}")
     _export(method, run_dir / "exported" / "best.safetensors", record)
     (run_dir / "finetune.json").write_text(json.dumps(_json_safe(result.to_dict()), indent=2) + "\n")
     return result

@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import Field
 from torch.utils.data import ConcatDataset
 
 from greenfm.adapt.classifier import ClassifierConfig, Mode
-from greenfm.adapt.finetune import FinetuneResult, finetune, predict
+from greenfm.adapt.finetune import FinetuneResult, finetune
 from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
 from greenfm.config import GreenfmConfig, build_config, read_yaml
 from greenfm.data.dataset import ImageDataset
@@ -204,61 +203,18 @@ def finetune_and_score(
     val_ds, test_ds = (data.dataset(data.splits[s], names) for s in ("val", "test"))
     _warn_unscorable(val_ds, names, data.task, echo)
 
-    captured: dict[str, Any] = {}
-
-    def fit_and_keep(method, *args, **kwargs):  # keeps the method: its best epoch is restored in place
-        from greenfm.engine import fit
-
-        captured["method"] = method
-        return fit(method, *args, **kwargs)
-
     record = {**(run_record or {}), "trained_findings": names, "skipped_findings": skipped}
     torch.manual_seed(train_config.seed)  # the new head and LoRA weights: the same draw whatever ran before
     result = finetune(
         backbone, train_ds, val_ds, test_ds, classifier=classifier, train_config=train_config, run_dir=run_dir,
         task=data.task, names=names, pos_weight=pos_weight, balanced=balanced, resume=resume, run_record=record,
-        eval_batch_size=max(64, train_config.batch_size), fit=fit_and_keep,
-        echo=lambda line: None if line.startswith("test macro AUROC") else echo(line),  # re-scored below, with CIs
+        eval_batch_size=max(64, train_config.batch_size), bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+        echo=echo,
     )  # fmt: skip
-    if is_rank_zero() and len(test_ds) and "method" in captured:
-        method = captured["method"]
-        test_metrics, predictions = _score_with_intervals(method, test_ds, data.task, names, bootstrap, bootstrap_seed)
-        _, val_predictions = _score_with_intervals(method, val_ds, data.task, names, 0, 0)
-        result.test = test_metrics.to_dict()
+    if is_rank_zero():
         out = result.to_dict() | {"skipped_findings": skipped, "trained_findings": names}
         (run_dir / "finetune.json").write_text(json.dumps(_json_safe(out), indent=2) + "\n")
-        pd.concat([val_predictions.assign(split="val"), predictions.assign(split="test")])[
-            ["id", "patient_id", "split", "finding", "label", "score"]
-        ].to_parquet(run_dir / "predictions.parquet", index=False)
     return result, skipped
-
-
-def _score_with_intervals(method, dataset: ImageDataset, task: str, names, n_resamples: int, seed: int):
-    """Test metrics (with patient-bootstrap CIs when ``n_resamples``) and the long predictions table."""
-    from greenfm.adapt.objective import class_indices
-    from greenfm.evaluate.bootstrap import bootstrap_metrics
-    from greenfm.evaluate.metrics import compute_metrics
-
-    labels, scores = predict(method, dataset, batch_size=256)
-    if task == "multiclass":
-        y = class_indices(torch.from_numpy(labels)).numpy().astype(float)
-        y[y < 0] = np.nan
-        targets = np.where(np.isfinite(y)[:, None], (y[:, None] == np.arange(len(names))).astype(float), np.nan)
-    else:
-        y, targets = labels, np.where(labels == -1, np.nan, labels)
-    patients = np.asarray(dataset.patient_ids)
-    if n_resamples:
-        metrics = bootstrap_metrics(y, scores, patients, task=task, names=names, n_resamples=n_resamples, seed=seed)
-    else:
-        metrics = compute_metrics(y, scores, task=task, names=names)
-    long = pd.DataFrame({
-        "id": np.repeat(np.asarray(dataset.ids), len(names)),
-        "patient_id": np.repeat(patients, len(names)),
-        "finding": np.tile(np.asarray(names, dtype=object), len(dataset)),
-        "label": targets.reshape(-1),
-        "score": scores.reshape(-1),
-    })  # fmt: skip
-    return metrics, long
 
 
 def _warn_unscorable(val: ImageDataset, names, task: str, echo) -> None:
@@ -383,12 +339,7 @@ def run_finetune(
         augment=augment_name, bootstrap=cfg.bootstrap, pos_weight=cfg.pos_weight, balanced=cfg.balanced,
         resume="auto" if resume else False, run_record=record, echo=echo,
     )  # fmt: skip
-    if result.test and result.test.get("macro_auroc") is not None:
-        ci = result.test.get("macro_auroc_ci")
-        interval = f" [{ci[0]:.4f}, {ci[1]:.4f}] ({cfg.bootstrap} patient-bootstrap resamples)" if ci else ""
-        chosen = f", best validation epoch {result.best_epoch}" if result.best_epoch is not None else ""
-        echo(f"test macro AUROC {result.test['macro_auroc']:.4f}{interval}{chosen}")
-    return result
+    return result  # finetune printed the test macro AUROC with its CI
 
 
 def classifier_config(cfg: FinetuneConfig, num_classes: int = 1) -> ClassifierConfig:
