@@ -122,3 +122,17 @@ def test_seeds_that_disagree_widen_the_interval_beyond_the_test_set_alone():
     assert set(np.unique(drawn)) == {0.0, 0.5, 1.0} and percentile_interval(drawn) == (0.0, 1.0)
     assert np.array_equal(drawn, _mean_over_drawn_seeds(differences, seed=0))  # seeded
     assert np.array_equal(_mean_over_drawn_seeds(differences[:, :1], seed=0), np.zeros(2000))  # one seed: as is
+
+
+def test_studies_of_different_manifests_do_not_pair(studies, phantom_split, cache_root, tmp_path):
+    import pandas as pd
+
+    table = pd.read_csv(phantom_split)
+    other = table[table["patient_id"] != table.loc[table["split"] == "train", "patient_id"].iloc[0]]
+    other = other.assign(path=[str((phantom_split.parent / p).resolve()) for p in other["path"]])  # moved manifest
+    other.to_csv(tmp_path / "other.csv", index=False)  # one training patient fewer: other subsets
+    torch.set_num_threads(1)
+    run_label_efficiency(model="random", data=tmp_path / "other.csv", out=tmp_path / "study", cache=cache_root,
+                         echo=lambda _: None, **{**STUDY, "seeds": (0,)})  # fmt: skip
+    with pytest.raises(BadInputError, match="no cell .* pairs"):
+        compare_studies(studies["a"], tmp_path / "study")
