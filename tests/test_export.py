@@ -134,10 +134,39 @@ def test_a_model_folder_serves_as_model_for_every_verb_with_its_own_contract(tr_
     exported = load_exported(tr_export)
     x = exported.fixture_input()
     assert torch.equal(encoder.embed(x), torch.from_numpy(np.load(tr_export / "reference_embeddings.npy")))
+    weights = tr_export / "model.safetensors"
+    assert encoder.weights_source == {"kind": "file", "path": str(weights.resolve()), "sha256": file_sha256(weights)}
+    assert encoder.has_pretrained_source  # so pretrain --init FOLDER does not take it for a random teacher
     tampered = shutil.copytree(tr_export, tmp_path / "tampered")
     (tampered / "contract.json").write_text((tampered / "contract.json").read_text().replace("xray", "fundus"))
     with pytest.raises(GreenfmError):
         load_encoder(tampered)  # loaded through the checked loader
+
+
+def test_a_model_folder_embeds_with_the_pooling_it_was_exported_with(tr_run, tmp_path):
+    from greenfm.workflows.inputs import load_encoder
+
+    folder = export_model(tr_run[0], tmp_path / "cls", pool="cls")
+    encoder = load_encoder(folder)
+    x = load_exported(folder).fixture_input()
+    assert encoder.resolve_pool(None) == "cls"
+    assert torch.equal(encoder.embed(x), torch.from_numpy(np.load(folder / "reference_embeddings.npy")))
+
+
+@pytest.mark.parametrize("kind", ["run", "model"])
+def test_truncated_weights_give_one_line_naming_the_file(tr_run, tr_export, tmp_path, kind):
+    from greenfm.workflows.inputs import load_encoder
+
+    folder = shutil.copytree(tr_run[0] / "exported" if kind == "run" else tr_export, tmp_path / kind)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    if kind == "model":  # keep the recorded hash right, so the loader gets as far as reading the weights
+        metadata = json.loads((folder / "metadata.json").read_text())
+        metadata["files"]["model.safetensors"] = file_sha256(weights)
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(BadInputError) as info:
+        load_encoder(folder)
+    assert "model.safetensors" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_export_loads_in_plain_timm(tr_export):

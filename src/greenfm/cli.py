@@ -294,7 +294,7 @@ def evaluate_compare(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for study_comparison.json and .csv."),
     name_a: Optional[str] = typer.Option(None, help="Name of A in the table [default: its folder name]."),
     name_b: Optional[str] = typer.Option(None, help="Name of B in the table [default: its folder name]."),
-    bootstrap: int = typer.Option(1000, help="Shared patient-bootstrap resamples."),
+    bootstrap: int = typer.Option(1000, min=1, help="Shared patient-bootstrap resamples."),
     seed: int = typer.Option(0, help="Seed of the resamples."),
 ) -> None:
     """Is B better than A? Two studies of one manifest paired cell by cell, with paired 95% CIs of B - A."""

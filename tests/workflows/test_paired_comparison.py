@@ -70,3 +70,11 @@ def test_models_scored_on_different_images_are_refused(test_set):
     other.loc[other["id"] == "img0000", "id"] = "elsewhere"
     with pytest.raises(BadInputError, match="same test images"):
         paired_comparison(_predictions(labels, weak, patients), other)
+
+
+def test_the_bootstrap_p_ignores_undefined_resamples():
+    from greenfm.workflows.paired_comparison import bootstrap_p
+
+    assert bootstrap_p(np.array([0.1, 0.2, np.nan, 0.3])) == 0.0
+    assert bootstrap_p(np.array([-0.1, 0.1, np.nan, np.nan])) == 1.0
+    assert np.isnan(bootstrap_p(np.array([np.nan, np.nan]))) and np.isnan(bootstrap_p(np.array([])))

@@ -136,3 +136,27 @@ def test_studies_of_different_manifests_do_not_pair(studies, phantom_split, cach
                          echo=lambda _: None, **{**STUDY, "seeds": (0,)})  # fmt: skip
     with pytest.raises(BadInputError, match="no cell .* pairs"):
         compare_studies(studies["a"], tmp_path / "study")
+
+
+def test_cells_that_trained_fewer_findings_still_pair(studies, tmp_path):
+    import pandas as pd
+
+    copies = [shutil.copytree(studies[name], tmp_path / name) for name in ("a", "a_again")]
+    for folder in copies:  # as when a small subset leaves one finding without positives
+        cell = folder / "runs" / "linear-probe-f0.3-s1" / "predictions.parquet"
+        predictions = pd.read_parquet(cell)
+        dropped = predictions["finding"].iloc[0]
+        predictions[predictions["finding"] != dropped].to_parquet(cell, index=False)
+    comparison = compare_studies(*copies, n_resamples=100)
+    assert not comparison.unpaired and all(row.difference == 0 for row in comparison.rows)
+
+
+def test_bad_options_and_damaged_cells_are_named(studies, tmp_path):
+    from greenfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least one bootstrap resample"):
+        compare_studies(studies["a"], studies["a_again"], n_resamples=0)
+    damaged = shutil.copytree(studies["a_again"], tmp_path / "damaged")
+    (damaged / "runs" / "linear-probe-f1-s1" / "predictions.parquet").write_bytes(b"not parquet")
+    with pytest.raises(BadInputError, match="cell linear-probe 1 seed 1: unreadable predictions"):
+        compare_studies(studies["a"], damaged)

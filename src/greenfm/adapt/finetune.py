@@ -121,9 +121,10 @@ def score_split(
     else:
         y, targets = labels, np.where(labels == -1, np.nan, labels)
     ids = np.asarray(getattr(dataset, "ids", np.arange(len(dataset)).astype(str)))
-    patients = np.asarray(getattr(dataset, "patient_ids", ids))
-    if bootstrap:
-        metrics = bootstrap_metrics(y, scores, patients, task=method.task, names=names, n_resamples=bootstrap,
+    known_patients = getattr(dataset, "patient_ids", None)
+    patients = np.asarray(known_patients if known_patients is not None else ids)
+    if bootstrap:  # without patient ids every image is its own cluster, and the CI says so
+        metrics = bootstrap_metrics(y, scores, known_patients, task=method.task, names=names, n_resamples=bootstrap,
                                     seed=bootstrap_seed)  # fmt: skip
     else:
         metrics = compute_metrics(y, scores, task=method.task, names=names)
@@ -277,6 +278,7 @@ def finetune(
             scored.append(predictions.assign(split=split))
             if split == "test":
                 result.test = metrics.to_dict()
+    (run_dir / "predictions.parquet").unlink(missing_ok=True)  # never leave an earlier run's scores behind
     if scored:
         import pandas as pd
 

@@ -57,7 +57,14 @@ class ExportedModel:
 
     @cached_property
     def encoder(self) -> Encoder:
-        return Encoder(self.model, self.config["model"], preprocessing=self.contract.to_dict())
+        """The model as a greenfm ``Encoder``: its contract, its weights file as the source, its pooling."""
+        weights = self.path / WEIGHTS
+        digest = (self.metadata.get("files") or {}).get(WEIGHTS) or sha256_file(weights)
+        encoder = Encoder(self.model, self.config["model"], preprocessing=self.contract.to_dict(),
+                          weights_source={"kind": "file", "path": str(weights.resolve()), "sha256": digest})  # fmt: skip
+        if self.pooling in encoder.pool_modes:  # "pre-logits" (a classifier's own) is not an encoder pooling
+            encoder.default_pool = self.pooling
+        return encoder
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,13 +149,14 @@ def load_exported(
 
 
 def open_export(root: Path, config: dict[str, Any], contract: Contract, metadata: dict[str, Any]) -> ExportedModel:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     with torch.random.fork_rng(devices=[]):  # building the architecture must not move the caller's RNG
         model = build_model(config["model"])
     try:
         model.load_state_dict(load_file(str(root / WEIGHTS)), strict=True)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, SafetensorError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(
             f"weights do not fit {config['model'].get('name')} ({first})", source=str(root / WEIGHTS)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import greenfm
@@ -90,17 +91,18 @@ def load_exported_encoder(path: str | Path) -> Encoder:
         raise BadInputError(f"not a greenfm export (needs {CONFIG_FILE} and {WEIGHTS_FILE})", source=str(path))
     try:
         config = json.loads(config_path.read_text())
-        if config.get("format") == MODEL_FOLDER_FORMAT:
-            from greenfm.export.loader import load_exported
-
-            return load_exported(path).encoder
-        spec = config["model"]
+        model_folder = config.get("format") == MODEL_FOLDER_FORMAT
+        spec = None if model_folder else config["model"]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise BadInputError(f"unreadable export config ({exc})", source=str(config_path)) from None
+    if model_folder:
+        from greenfm.export.loader import load_exported
+
+        return load_exported(path).encoder
     model = build_model(spec)
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, SafetensorError) as exc:
         raise BadInputError(f"weights do not match the config's model ({str(exc).splitlines()[0]})",
                             source=str(weights_path)) from None
     source = {"kind": "file", "path": str(weights_path.resolve()), "sha256": file_sha256(weights_path)}

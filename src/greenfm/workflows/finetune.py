@@ -182,10 +182,10 @@ def finetune_and_score(
     run_record: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> tuple[FinetuneResult, dict[str, str]]:
-    """Fine-tune on ``train`` (a subset of ``data``'s train split), then add patient-bootstrap CIs.
+    """Fine-tune on ``train`` (a subset of ``data``'s train split) and score test once, with CIs.
 
-    Returns the result (``test`` with CIs; ``finetune.json`` rewritten with them) and the
-    findings skipped because ``train`` cannot teach them.
+    Returns the result (``test`` with patient-bootstrap CIs) and the findings skipped
+    because ``train`` cannot teach them; ``finetune.json`` is rewritten to list both.
     """
     from greenfm.data.augment import get_augment
 

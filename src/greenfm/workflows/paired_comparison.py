@@ -183,8 +183,13 @@ def _row(name, n, n_positive, auroc_a, auroc_b, boot_a: np.ndarray, boot_b: np.n
 
 
 def bootstrap_p(differences: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of "no difference": twice the smaller share on either side of 0."""
-    return min(1.0, 2 * min(float((differences <= 0).mean()), float((differences >= 0).mean())))
+    """Two-sided bootstrap p-value of "no difference": twice the smaller share of the finite
+    resampled differences on either side of 0 (NaN when there are none). 0 means below 1 / R."""
+    finite = np.asarray(differences, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return float("nan")
+    return min(1.0, 2 * min(float((finite <= 0).mean()), float((finite >= 0).mean())))
 
 
 def _rfg_wilcoxon(targets, scores_a, scores_b, model_a: str, model_b: str) -> dict[str, Any] | None:

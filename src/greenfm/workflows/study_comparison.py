@@ -12,8 +12,10 @@ predictions pair up. For each (mode, fraction):
 - each resample also draws the seeds both studies finished, with replacement, and
   averages their differences: the percentile interval of those means is the 95% CI
   of the mean difference over seeds. It covers both the test set (patients) and
-  training (seeds); with one seed it is the plain paired patient bootstrap. The
-  spread of the per-seed differences is reported beside it (``seed_sd``);
+  training (seeds); with one seed it is the plain paired patient bootstrap. With the
+  usual 2-3 seeds the seed part is coarse and, like any bootstrap of S values,
+  understates the spread by a factor of about (S - 1) / S in variance, so the spread
+  of the per-seed differences is reported beside it (``seed_sd``);
 - ``p_bootstrap`` is the two-sided bootstrap p of no difference.
 
 Each cell's val/test scores are read from ``runs/<cell>/predictions.parquet``,
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from greenfm.errors import BadInputError
+from greenfm.errors import BadInputError, ConfigError
 from greenfm.evaluate.bootstrap import (
     bootstrap_columns,
     nanmean_rows,
@@ -138,6 +140,8 @@ def compare_studies(
     seed: int = 0,
 ) -> StudyComparison:
     """Pair the cells of two label-efficiency studies (see the module doc)."""
+    if n_resamples < 1:
+        raise ConfigError(f"the comparison needs at least one bootstrap resample, not {n_resamples}")
     study_a, study_b = Path(study_a), Path(study_b)
     cells_a, plans_a = _read_study(study_a)
     cells_b, plans_b = _read_study(study_b)
@@ -162,23 +166,29 @@ def compare_studies(
     for (mode, fraction), seeds in groups.items():
         point_diffs, boot_diffs, point_a, point_b = [], [], [], []
         for cell_seed in seeds:
+            where = f"cell {mode} {fraction:g} seed {cell_seed}"
             a = _scores(study_a, cells_a[(mode, fraction, cell_seed)])
             b = _scores(study_b, cells_b[(mode, fraction, cell_seed)])
-            check_same_images(reference, a)
-            check_same_images(a, b)
-            (macro_a, boot_a), (macro_b, boot_b) = _macro(a, counts), _macro(b, counts)
+            try:
+                # the shared resamples need the same test images and patients in every cell; the
+                # findings may differ between cells (a small subset can leave one untrainable)
+                if not (a.ids.equals(reference.ids) and np.array_equal(a.patients, reference.patients)):
+                    raise BadInputError("its test images or patients differ from the other cells'")
+                check_same_images(a, b)
+                (macro_a, boot_a), (macro_b, boot_b) = _macro(a, counts), _macro(b, counts)
+            except BadInputError as err:
+                raise BadInputError(f"{where}: {err}", source=f"{study_a} vs {study_b}") from None
             point_a.append(macro_a)
             point_b.append(macro_b)
             point_diffs.append(macro_b - macro_a)
             boot_diffs.append(boot_b - boot_a)
         mean_boot = _mean_over_drawn_seeds(np.stack(boot_diffs, axis=1), seed)
-        finite = mean_boot[np.isfinite(mean_boot)]
         rows.append(CellDifference(
             mode=mode, fraction=fraction, seeds=seeds,
             n_train_images=float(np.mean([cells_a[(mode, fraction, s)]["n_train_images"] for s in seeds])),
             auroc_a=float(np.mean(point_a)), auroc_b=float(np.mean(point_b)),
             difference=float(np.mean(point_diffs)), difference_ci=percentile_interval(mean_boot),
-            p_bootstrap=bootstrap_p(finite) if len(finite) else float("nan"), seed_differences=point_diffs,
+            p_bootstrap=bootstrap_p(mean_boot), seed_differences=point_diffs,
         ))  # fmt: skip
     return StudyComparison(
         study_a=str(study_a), study_b=str(study_b), name_a=name_a or study_a.name, name_b=name_b or study_b.name,
@@ -225,17 +235,19 @@ def _same_subset(plans_a: dict[str, Any], plans_b: dict[str, Any], fraction: flo
 def _scores(folder: Path, cell: dict[str, Any]) -> ScoredSplit:
     run_dir = cell.get("run_dir")
     path = folder / run_dir / "predictions.parquet" if run_dir else None
+    where = f"cell {cell['mode']} {cell['fraction']:g} seed {cell['seed']}"
     if path is None or not path.is_file():
         raise BadInputError(
-            f"cell {cell['mode']} {cell['fraction']:g} seed {cell['seed']} kept no predictions; "
-            "rerun the study with this greenfm version (finished fine-tunes are reused)",
+            f"{where} kept no predictions (a study from an older greenfm, or files removed); "
+            "run the study again into a new folder",
             source=str(folder),
         )
     try:
-        predictions = pd.read_parquet(path)
+        return scored_split(pd.read_parquet(path), "test")
     except (OSError, ValueError) as exc:
-        raise BadInputError(f"unreadable predictions ({str(exc).splitlines()[0]})", source=str(path)) from None
-    return scored_split(predictions, "test")
+        raise BadInputError(f"{where}: unreadable predictions ({str(exc).splitlines()[0]})", source=str(path)) from None
+    except BadInputError as err:
+        raise BadInputError(f"{where}: {err}", source=str(path)) from None
 
 
 def _macro(scored: ScoredSplit, counts: np.ndarray) -> tuple[float, np.ndarray]:
