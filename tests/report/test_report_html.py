@@ -116,3 +116,21 @@ def test_read_run_finds_artefacts_one_level_down(report_runs):
     assert run.method == "token-reconstruction" and run.encoder_name == "vit_small_patch14_reg4_dinov2"
     assert run.n_parameters > 200_000
     assert run.label_efficiency is not None and run.compute is not None and not run.problems
+
+
+def test_a_study_comparison_gets_a_table_and_a_forest_plot(tmp_path):
+    from greenfm.workflows.study_comparison import CellDifference, StudyComparison
+
+    rows = [
+        CellDifference("lora", 0.01, [0, 1, 2], 47, 0.60, 0.62, 0.025, (0.018, 0.033), 0.001, [0.02, 0.03, 0.025]),
+        CellDifference("lora", 1.0, [0, 1, 2], 4690, 0.80, 0.79, -0.004, (-0.02, 0.01), 0.5, [0.0, -0.01, -0.002]),
+    ]
+    StudyComparison("a", "b", "start", "adapted", rows, 1000, 0, 621, 621, ["full 0.1 seed 2: only in A"]).save(
+        tmp_path / "cmp"
+    )
+    html = build_report([tmp_path / "cmp"], tmp_path / "report.html").read_text(encoding="utf-8")
+    section = _section(html, "comparison")
+    assert "A: start" in section and "B: adapted" in section and "adapted better" in section
+    assert "no clear difference" in section and "+0.025" in section and "(+0.018 to +0.033)" in section
+    assert len(re.findall(r'<img src="data:image/png;base64,', section)) == 1
+    assert "No model comparison" in _section(build_report([tmp_path], tmp_path / "other.html").read_text(), "comparison")

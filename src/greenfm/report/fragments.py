@@ -12,6 +12,7 @@ from greenfm.report.runs import RunArtifacts
 SECTIONS = (
     ("summary", "Summary"),
     ("label-efficiency", "Label efficiency"),
+    ("comparison", "Model comparison"),
     ("roc-curves", "ROC curves"),
     ("finding-metrics", "Per-finding metrics"),
     ("green-card", "Compute (green card)"),

@@ -53,6 +53,7 @@ window.addEventListener("load", function () {
 _RENDERERS = {
     "summary": sections.summary,
     "label-efficiency": results.label_efficiency,
+    "comparison": results.comparison,
     "roc-curves": results.roc_curves,
     "finding-metrics": results.finding_metrics,
     "green-card": sections.green_cards,

@@ -141,6 +141,29 @@ def label_efficiency_plot(summary: pd.DataFrame, per_seed: pd.DataFrame | None =
     return to_data_uri(fig)
 
 
+def difference_plot(rows: list[dict], name_a: str, name_b: str) -> str:
+    """Forest plot: one line per (mode, label fraction), the mean difference B - A and its 95% CI."""
+    rows = [r for r in rows if isinstance(r.get("difference"), (int, float))]
+    fig = _figure(7.2, 0.9 + 0.32 * max(len(rows), 1))
+    ax = fig.subplots()
+    _style(ax)
+    modes = list(dict.fromkeys(str(r.get("mode")) for r in rows))
+    labels = []
+    for y, r in enumerate(rows):
+        colour = PALETTE[modes.index(str(r.get("mode"))) % len(PALETTE)]
+        ci = r.get("difference_ci")
+        if ci:
+            ax.plot(ci, [y, y], color=colour, linewidth=2.2, solid_capstyle="round")
+        ax.plot([r["difference"]], [y], "o", color=colour, markersize=5)
+        labels.append(f"{r.get('mode')}, {100 * float(r.get('fraction', 0)):g}%")
+    ax.axvline(0.0, color=MUTED, linewidth=1.0, linestyle="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"macro AUROC difference, {name_b} \u2212 {name_a}", fontsize=9, color=INK)
+    return to_data_uri(fig)
+
+
 def training_curve(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """Training loss against optimiser step, a line per run (log y when all positive)."""
     fig = _figure(7.2, 2.8)

@@ -75,6 +75,64 @@ def label_efficiency(runs: list[RunArtifacts]) -> str:
     )
 
 
+# -- model comparison ---------------------------------------------------------------------------
+
+
+def comparison(runs: list[RunArtifacts]) -> str:
+    from greenfm.report.plots import difference_plot
+
+    found = [r for r in runs if r.comparison is not None]
+    if not found:
+        body = missing(
+            "No model comparison in these runs (<code>study_comparison.json</code>, written by "
+            "<code>greenfm evaluate compare STUDY_A STUDY_B --out FOLDER</code>). It says whether one model "
+            "beats another at each label fraction, with a paired confidence interval."
+        )
+        return block("comparison", body)
+    parts = []
+    for run in found:
+        data = run.comparison
+        name_a, name_b = str(data.get("name_a", "A")), str(data.get("name_b", "B"))
+        cells = [r for r in data.get("rows") or [] if isinstance(r, dict)]
+        if not cells:
+            parts.append(run_heading(run, True) + missing("The comparison file has no rows."))
+            continue
+        rows = []
+        for r in cells:
+            ci = r.get("difference_ci")
+            sd = r.get("seed_sd")
+            verdict = {"b better": f"{name_b} better", "a better": f"{name_a} better"}.get(r.get("verdict"),
+                                                                                         r.get("verdict", ""))  # fmt: skip
+            rows.append(row([
+                escape(str(r.get("mode"))),
+                f"{100 * float(r.get('fraction', 0)):g}% ({float(r.get('n_train_images', 0)):.0f})",
+                f"{r['auroc_a']:.3f}" if is_number(r.get("auroc_a")) else "&ndash;",
+                f"{r['auroc_b']:.3f}" if is_number(r.get("auroc_b")) else "&ndash;",
+                (f"{r['difference']:+.3f}" if is_number(r.get("difference")) else "&ndash;")
+                + (f' <span class="ci">({ci[0]:+.3f} to {ci[1]:+.3f})</span>' if ci else ""),
+                f"{sd:.3f}" if is_number(sd) else "&ndash;",
+                escape(str(verdict)),
+            ], numeric={2, 3, 4, 5}))  # fmt: skip
+        heading = run_heading(run, len(found) > 1, str(run.sources.get("comparison", "")))
+        parts.append(
+            heading
+            + f"<p><strong>A</strong> = {escape(name_a)}, <strong>B</strong> = {escape(name_b)}; macro test AUROC, "
+            f"mean over {escape(str(max(len(r.get('seeds') or []) for r in cells)))} seed(s), on "
+            f"{escape(str(data.get('n_test_images', '?')))} test images of "
+            f"{escape(str(data.get('n_test_patients', '?')))} patients.</p>"
+            + figure(
+                difference_plot(cells, name_a, name_b),
+                f"difference in macro AUROC, {name_b} minus {name_a}",
+                f"Dots: mean difference {escape(name_b)} &minus; {escape(name_a)} over seeds; bars: paired 95% "
+                "interval (shared patient resamples, seeds drawn with replacement). A bar clear of 0 is a "
+                "difference the test set and the seeds support.",
+            )
+            + table(["Mode", "Labels used (images)", f"A: {escape(name_a)}", f"B: {escape(name_b)}",
+                     "B &minus; A (95% CI)", "Seed sd", "Verdict"], rows, numeric={2, 3, 4, 5})  # fmt: skip
+        )
+    return block("comparison", "".join(parts), "Is one model better than the other, cell by cell, on the same patients?")
+
+
 # -- ROC curves -------------------------------------------------------------------------------
 
 

@@ -59,6 +59,7 @@ class RunArtifacts:
     probe: dict[str, Any] | None = None
     predictions: pd.DataFrame | None = None
     label_efficiency: pd.DataFrame | None = None
+    comparison: dict[str, Any] | None = None  # study_comparison.json from `greenfm evaluate compare`
     weights: Path | None = None
     n_parameters: int | None = None
     export_config: dict[str, Any] | None = None  # exported/config.json (a method's own export)
@@ -190,6 +191,9 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
         read_label_efficiency,
         "label-efficiency results (`greenfm evaluate label-efficiency`)",
     )
+
+    run.comparison = _read(run, "comparison", find_artifact(root, "study_comparison.json", nested=False),
+                           _json_mapping, None)  # fmt: skip
 
     record: dict[str, Any] = {}
     if run.compute is not None and isinstance(run.compute.get("run"), dict):
