@@ -148,3 +148,17 @@ def test_the_ledger_is_printed_unless_switched_off_and_always_logged(tmp_path, c
     printed = capsys.readouterr().err
     assert ("device-hours" in printed) is show
     assert "device-hours" in (tmp_path / "train.log").read_text()
+
+
+def test_ledger_totals_are_unavailable_when_any_run_was_not_measured():
+    from greenfm.engine.ledger import ledger_line, ledger_totals
+
+    measured = {"wall_time_s": 2.0, "device_hours": 0.001, "total_training_flops": 1e9, "energy_kwh": 1e-4,
+                "co2_kg": 4e-5, "device_count": 1, "device_type": "cpu", "images_per_s": 100.0}  # fmt: skip
+    unmeasured = {**measured, "energy_kwh": "unavailable", "co2_kg": "unavailable"}
+    totals = ledger_totals([measured, measured])
+    assert totals["runs"] == 2 and totals["wall_time_s"] == 4.0 and totals["energy_kwh"] == pytest.approx(2e-4)
+    mixed = ledger_totals([measured, unmeasured])
+    assert mixed["energy_kwh"] == "unavailable" and mixed["device_hours"] == pytest.approx(0.002)
+    assert ledger_line(unmeasured).endswith("energy unavailable") and "0.0001 kWh" in ledger_line(measured)
+    assert "2.0 s wall" in ledger_line(measured)

@@ -99,3 +99,14 @@ def test_a_fraction_holding_no_patient_is_skipped_and_counted(phantom_split, cac
     assert list(curve_summary(rows)["fraction"]) == [1.0]
     document = json.loads((tmp_path / "tiny" / "label_efficiency.json").read_text())
     assert document["schema"] == "greenfm.label-efficiency/1" and len(document["skipped_cells"]) == 1
+
+
+def test_each_fine_tune_prints_its_ledger_in_one_line_and_the_study_its_total(phantom_split, cache_root, tmp_path):
+    lines: list[str] = []
+    le.run_label_efficiency(data=phantom_split, out=tmp_path / "study", cache=cache_root, echo=lines.append,
+                            **{**STUDY, "fractions": (1.0,)})  # fmt: skip
+    cell_lines = [line for line in lines if line.strip().startswith("compute:")]
+    assert len(cell_lines) == 1 and "device-hours" in cell_lines[0] and "\n" not in cell_lines[0]
+    total = next(line for line in lines if line.startswith("study compute"))
+    assert "(1 fine-tuned cells)" in total and "device-hours" in total
+    assert not any("peak host RSS" in line for line in lines)  # no 20-line table per cell

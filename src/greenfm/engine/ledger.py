@@ -372,6 +372,29 @@ def print_ledger(ledger: dict[str, Any], console: Any | None = None, *, show: bo
     return "\n".join(f"{label:<40} {value}" for label, value in rows)
 
 
+def ledger_line(ledger: dict[str, Any]) -> str:
+    """The ledger in one line (for runs that print many ledgers, e.g. label-efficiency cells)."""
+
+    def value(key: str, fmt: str) -> str:
+        return _fmt(ledger.get(key, UNAVAILABLE), fmt)
+
+    return (f"{value('wall_time_s', '{:.1f}')} s wall, {value('device_hours', '{:.3g}')} device-hours on "
+            f"{ledger.get('device_count', '?')} {ledger.get('device_type', '?')}, {value('images_per_s', '{:.0f}')} "
+            f"images/s, {value('total_training_flops', '{:.3g}')} training FLOPs, energy "
+            f"{value('energy_kwh', '{:.3g} kWh')}")  # fmt: skip
+
+
+def ledger_totals(ledgers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wall time, device-hours, training FLOPs and energy summed over runs; a sum with any run
+    unmeasured is ``unavailable``, never a partial total."""
+    totals: dict[str, Any] = {"runs": len(ledgers)}
+    for key in ("wall_time_s", "device_hours", "total_training_flops", "energy_kwh", "co2_kg"):
+        values = [ledger.get(key) for ledger in ledgers]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        totals[key] = float(sum(values)) if numeric and values else UNAVAILABLE
+    return totals
+
+
 def _fmt(value: Any, fmt: str) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value)

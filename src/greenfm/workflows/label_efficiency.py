@@ -208,8 +208,30 @@ def run_label_efficiency(
     result = write_outputs(out, records, cfg, prepared, plans, plot=True)
     result.cells_run, result.cells_reused = ran, reused
     echo(f"{ran} cell(s) run, {reused} reused; test set {len(prepared.splits['test'])} images\n{result.table()}")
+    echo(_compute_summary(out, records))
     echo("wrote " + ", ".join(str(path) for key, path in result.files.items() if key != "cells"))
     return result
+
+
+def _compute_summary(out: Path, records: dict[str, dict[str, Any]]) -> str:
+    """One line: the compute of every fine-tuned cell of the study, summed from their ledgers."""
+    from greenfm.engine.ledger import UNAVAILABLE, ledger_totals
+
+    ledgers = []
+    for record in records.values():
+        path = out / str(record.get("run_dir", "")) / "compute.json"
+        if record.get("status") == "done" and record.get("mode") != "linear-probe" and path.is_file():
+            ledgers.append(json.loads(path.read_text()))
+    if not ledgers:
+        return "study compute: no fine-tuned cell (the probes' cost is the one embedding pass)"
+    totals = ledger_totals(ledgers)
+
+    def shown(key: str, fmt: str) -> str:
+        return UNAVAILABLE if totals[key] == UNAVAILABLE else fmt.format(totals[key])
+
+    return (f"study compute ({totals['runs']} fine-tuned cells): {shown('wall_time_s', '{:.0f}')} s wall, "
+            f"{shown('device_hours', '{:.3g}')} device-hours, {shown('total_training_flops', '{:.3g}')} training "
+            f"FLOPs, energy {shown('energy_kwh', '{:.3g} kWh')}; per cell in runs/*/compute.json")  # fmt: skip
 
 
 @dataclass
@@ -311,6 +333,11 @@ def _finetune_cell(study: _Study, subset, mode: str, seed: int, fraction: float)
         bootstrap_seed=cfg.bootstrap_seed, pos_weight=cfg.pos_weight, balanced=cfg.balanced, resume="auto",
         run_record=record, echo=echo,
     )  # fmt: skip
+    compute = run_dir / "compute.json"
+    if compute.is_file():
+        from greenfm.engine.ledger import ledger_line
+
+        study.echo("  compute: " + ledger_line(json.loads(compute.read_text())))
     if not cfg.keep_weights:
         for folder in ("checkpoints", "exported"):
             shutil.rmtree(run_dir / folder, ignore_errors=True)
