@@ -35,17 +35,12 @@ Prints a table and writes benchmarks/results/embed.json.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +54,9 @@ from greenfm.data.manifest import load_manifest
 from greenfm.data.phantoms import generate_phantoms
 from greenfm.engine.embed import embed_dataset
 from greenfm.models.backbones import create_encoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import command_line, selected_configs, side_by_side_arguments, stamp, write_side_by_side  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed.json"
 TARGET = 1.0
@@ -164,28 +162,15 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     }
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="greenfm/plain pairs (default: see CONFIGS)")
-    parser.add_argument("--quick", action="store_true", help="fewer images per pass")
-    parser.add_argument("--only", choices=sorted(CONFIGS), action="append",
-                        help=f"run these configurations (default: {', '.join(DEFAULT_CONFIGS)}); "
-                        "their results replace the same keys in the JSON file, others are kept")
-    parser.add_argument("--patients", type=int, default=240, help="phantom patients (~2.5 images each)")
+    parser = side_by_side_arguments(__doc__.splitlines()[0], CONFIGS, DEFAULT_CONFIGS,
+                                    rounds_help="greenfm/plain pairs (default: see CONFIGS)",
+                                    quick_help="fewer images per pass")  # fmt: skip
     args = parser.parse_args()
-    configs = {k: {**v, **(QUICK[k] if args.quick else {}), **({"rounds": args.rounds} if args.rounds else {})}
-               for k, v in CONFIGS.items() if k in (args.only or DEFAULT_CONFIGS)}
+    configs = selected_configs(args, CONFIGS, QUICK, DEFAULT_CONFIGS)
 
     started, load_start = time.perf_counter(), os.getloadavg()
-    command = ".venv/bin/python benchmarks/bench_embed.py " + " ".join(sys.argv[1:])
+    command = command_line("bench_embed.py")
     work = Path(tempfile.mkdtemp(prefix="greenfm-bench-embed-", dir="/var/tmp"))
     try:
         manifest = load_manifest(generate_phantoms(work / "phantoms", n_patients=args.patients, size=128, seed=0))
@@ -193,8 +178,7 @@ def main() -> None:
         for name, cfg in configs.items():
             print(f"{name}: {cfg['backbone']} @ {cfg['img_size']} px, batch {cfg['batch']}, "
                   f"{cfg['batch'] * cfg['batches']} images x {cfg['rounds']} rounds", flush=True)
-            results[name] = {**measure(name, cfg, manifest, work), "command": command,
-                             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            results[name] = {**measure(name, cfg, manifest, work), "command": command, "measured_at": stamp()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -212,22 +196,9 @@ def main() -> None:
     print("data ms/img: the DataLoader over the cached ImageDataset alone (per-image read, normalize, collation), "
           "once per round; implied = plain time / (plain time + that)")
 
-    earlier = json.loads(RESULTS.read_text()).get("results", {}) if RESULTS.is_file() else {}
-    out = {
-        "claim": "greenfm embed_dataset on a cached ImageDataset >= 1.0x a plain timm forward loop's images/s",
-        "command": command,
-        "results": {**{k: v for k, v in earlier.items() if k in CONFIGS and k not in results}, **results},
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "gpu": torch.cuda.is_available(),
-                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "total_wall_s": round(time.perf_counter() - started, 1),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()} {platform.system()}, "
-          f"torch threads {torch.get_num_threads()}; load average {load_start[0]:.1f} at start, "
-          f"{os.getloadavg()[0]:.1f} at end; {out['total_wall_s']:.0f} s; wrote {RESULTS}")
+    write_side_by_side(RESULTS, claim="greenfm embed_dataset on a cached ImageDataset >= 1.0x a plain timm forward "
+                       "loop's images/s", command=command, results=results, configs=CONFIGS, load_start=load_start,
+                       started=started)  # fmt: skip
 
 
 if __name__ == "__main__":

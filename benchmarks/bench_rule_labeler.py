@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import cpu_model
 from greenfm.labeling import RuleLabeler
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rule_labeler.json"
@@ -77,16 +78,6 @@ def timed(labeler: RuleLabeler, reports: list[str], repeats: int) -> dict:
         "wall_runs_s": [round(w, 3) for w in walls],
         "cpu_runs_s": [round(c, 3) for c in cpus],
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

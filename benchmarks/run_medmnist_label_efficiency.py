@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from bench_common import machine_info, process_cpu_seconds
 from greenfm.data.importers import import_source
 from greenfm.workflows.label_efficiency import run_label_efficiency
 
@@ -118,8 +116,7 @@ def main() -> None:
 
     report = {
         "claim": "MED-PEFT: LoRA >= full fine-tuning at low label fractions",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": args.threads, "python": platform.python_version(), "torch": torch.__version__},
+        "machine": machine_info(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "datasets": {},
     }  # fmt: skip
@@ -148,8 +145,7 @@ def main() -> None:
             "skipped_cells": cells["skipped_cells"],
         }
     report["wall_seconds_this_session"] = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    report["cpu_seconds_this_session"] = sum(u.ru_utime + u.ru_stime for u in usage)
+    report["cpu_seconds_this_session"] = process_cpu_seconds()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))

@@ -42,9 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +49,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from bench_common import machine_info, process_cpu_seconds
 from run_medmnist_label_efficiency import DATASETS, SHARED, manifest_for
 
 from greenfm.data.manifest import load_manifest
@@ -174,9 +172,7 @@ def main() -> None:
         return
 
     report = {"question": "does token reconstruction on a data set's unlabelled train images improve its start?",
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch_threads": args.threads, "python": platform.python_version(),
-                          "torch": torch.__version__},
+              "machine": machine_info(),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "datasets": {}}  # fmt: skip
     for dataset in args.datasets:
@@ -200,8 +196,7 @@ def main() -> None:
             console.print(comparison.table(), markup=False, highlight=False, soft_wrap=True)
             entry["comparisons"][f"{b} vs {a}"] = comparison.to_dict()
     report["wall_seconds_this_session"] = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    report["cpu_seconds_this_session"] = sum(u.ru_utime + u.ru_stime for u in usage)
+    report["cpu_seconds_this_session"] = process_cpu_seconds()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=1) + "\n")
     console.print(markdown(report), markup=False, highlight=False, soft_wrap=True)

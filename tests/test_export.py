@@ -71,7 +71,6 @@ def tr_run(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     from greenfm.methods.token_reconstruction import TokenReconstruction
     from greenfm.models import create_encoder
 
-    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("tr") / "run"
     torch.manual_seed(0)
     encoder = create_encoder("vit_tiny_test")

@@ -139,27 +139,23 @@ def pretrain(
     interrupted run in ``out`` exactly, from its saved config.
     """
     from greenfm.workflows.pretrain import PretrainConfig, load_run_pretrain_config, run_pretrain
-    from greenfm.config import build_config, read_yaml
+    from greenfm.config import build_config, given, read_yaml
 
-    train_overrides = {
-        k: v
-        for k, v in dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
-                         num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed).items()
-        if v is not None
-    }
+    explicit_train = given(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
+                           num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed)
     if resume:
         cfg = load_run_pretrain_config(out)
-        if train_overrides:
-            cfg = cfg.model_copy(update={"train": {**cfg.train, **train_overrides}})
+        if explicit_train:
+            cfg = cfg.model_copy(update={"train": {**cfg.train, **explicit_train}})
     else:
         base = read_yaml(config) if config is not None else {}
         cfg = build_config(
             PretrainConfig,
             **base,
-            **{k: v for k, v in dict(data=str(data) if data else None, recipe=recipe, backbone=backbone, init=init,
-                                     img_size=img_size, cache=str(cache) if cache else None).items() if v is not None},
+            **given(data=str(data) if data else None, recipe=recipe, backbone=backbone, init=init,
+                    img_size=img_size, cache=str(cache) if cache else None),
             skip_bad=skip_bad or base.get("skip_bad", False),
-            train={**base.get("train", {}), **train_overrides},
+            train={**base.get("train", {}), **explicit_train},
         )
     result = run_pretrain(cfg, out, resume=resume)
     console.print(f"pretraining done: {result.steps} steps, {result.samples_seen} images; run folder {out}")

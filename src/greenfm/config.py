@@ -60,6 +60,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def given(**options: Any) -> dict[str, Any]:
+    """The options that were given (not None): what overrides a config file or a default."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def train_overrides(config_file: str | Path | None, **explicit: Any) -> dict[str, Any]:
+    """Training options from a YAML file, with the explicitly given (not None) options on top."""
+    return {**(read_yaml(config_file) if config_file is not None else {}), **given(**explicit)}
+
+
 def write_yaml(data: dict[str, Any], path: str | Path) -> Path:
     """Write a mapping as YAML atomically."""
     path = Path(path)

@@ -22,8 +22,6 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     from greenfm.methods.token_reconstruction import TokenReconstruction
     from greenfm.models import create_encoder
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("report_runs")
     full = root / "pretrain"
     full.mkdir()
@@ -77,5 +75,4 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     (broken / "compute.json").write_text("{not json")
     (broken / "predictions.csv").write_text("a,b\n1,2\n")
     (broken / "finetune.json").write_text(json.dumps([1, 2]))
-    torch.set_num_threads(threads)
     return {"full": full, "empty": empty, "broken": broken}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from greenfm.errors import BadInputError, ConfigError, GreenfmError
@@ -15,15 +14,6 @@ from greenfm.workflows.finetune import build_train_config, default_batch_size, e
 from greenfm.workflows.finetune_data import trainable_findings
 
 TINY = {"model": "random", "backbone": "vit_tiny_test", "epochs": 2, "bootstrap": 50}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _finetune(phantom_split, cache_root, out, **options):

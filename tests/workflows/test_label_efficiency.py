@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 import greenfm.workflows.label_efficiency as le
 from greenfm.errors import ConfigError
@@ -14,15 +13,6 @@ from greenfm.report.label_efficiency import curve_summary, read_label_efficiency
 
 STUDY = {"model": "random", "backbone": "vit_tiny_test", "fractions": (0.3, 1.0), "seeds": (0,),
          "modes": ("linear", "lora"), "epochs": 1, "bootstrap": 50}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded; several threads contend on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _study(phantom_split, cache_root, out, **options):

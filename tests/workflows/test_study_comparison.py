@@ -20,8 +20,6 @@ STUDY = {"backbone": "vit_tiny_test", "fractions": (0.3, 1.0), "seeds": (0, 1), 
 @pytest.fixture(scope="module")
 def studies(phantom_split, cache_root, tmp_path_factory):
     """``a`` and ``a_again``: the same random init; ``other``: another init; ``one_seed``: ``other`` on seed 0 only."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("studies")
     torch.manual_seed(5)
     other_model = export_encoder(create_encoder("vit_tiny_test"), root / "other_model")
@@ -33,7 +31,6 @@ def studies(phantom_split, cache_root, tmp_path_factory):
 
     made = {"a": study("a", "random"), "a_again": study("a_again", "random"),
             "other": study("other", str(other_model)), "one_seed": study("one_seed", str(other_model), seeds=(0,))}  # fmt: skip
-    torch.set_num_threads(threads)
     return made
 
 
@@ -131,7 +128,6 @@ def test_studies_of_different_manifests_do_not_pair(studies, phantom_split, cach
     other = table[table["patient_id"] != table.loc[table["split"] == "train", "patient_id"].iloc[0]]
     other = other.assign(path=[str((phantom_split.parent / p).resolve()) for p in other["path"]])  # moved manifest
     other.to_csv(tmp_path / "other.csv", index=False)  # one training patient fewer: other subsets
-    torch.set_num_threads(1)
     run_label_efficiency(model="random", data=tmp_path / "other.csv", out=tmp_path / "study", cache=cache_root,
                          echo=lambda _: None, **{**STUDY, "seeds": (0,)})  # fmt: skip
     with pytest.raises(BadInputError, match="no cell .* pairs"):

@@ -135,6 +135,21 @@ def write_run_config(
     return path
 
 
+def read_run_config(run_dir: str | Path, section: str, what: str) -> dict[str, Any]:
+    """``RUN_DIR/config.yaml`` as written by ``write_run_config``, refused (one line) unless it holds
+    ``section`` (e.g. ``pretrain``): the way a verb finds the options of the run it resumes."""
+    from greenfm.config import read_yaml
+    from greenfm.errors import ConfigError
+
+    path = RunDir(Path(run_dir)).config
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml; not a greenfm run folder to resume")
+    saved = read_yaml(path)
+    if section not in saved:
+        raise ConfigError(f"{path}: not a {what} run")
+    return saved
+
+
 class MetricsLog:
     """Appends rows to ``metrics.jsonl`` (and TensorBoard when importable); a no-op off rank 0."""
 

@@ -19,118 +19,119 @@ from greenfm.report.runs import RunArtifacts
 
 
 def label_efficiency(runs: list[RunArtifacts]) -> str:
+    return _per_run_section(
+        runs, "label-efficiency", "label_efficiency", _label_efficiency_run,
+        absent="No label-efficiency results in these runs (<code>label_efficiency.csv</code>, written by "
+        "<code>greenfm evaluate label-efficiency</code>). They show how test AUROC grows with the "
+        "share of labelled training patients.",
+        lead="How test performance depends on the number of labelled training patients.",
+    )  # fmt: skip
+
+
+def _label_efficiency_run(run: RunArtifacts, many: bool) -> str:
     from greenfm.report.label_efficiency import curve_summary
     from greenfm.report.plots import label_efficiency_plot
 
-    found = [r for r in runs if r.label_efficiency is not None]
-    if not found:
-        body = missing(
-            "No label-efficiency results in these runs (<code>label_efficiency.csv</code>, written by "
-            "<code>greenfm evaluate label-efficiency</code>). They show how test AUROC grows with the "
-            "share of labelled training patients."
+    curves = curve_summary(run.label_efficiency)
+    if curves.empty:
+        return run_heading(run, True) + missing("The label-efficiency file has no scored rows.")
+    table_ = run.label_efficiency
+    macro = table_[table_["finding"] == "macro"]
+    seeds = macro if not macro.empty else None
+    uri = label_efficiency_plot(curves, seeds)
+    rows = [
+        row(
+            [
+                escape(str(r["mode"])),
+                f"{r['fraction'] * 100:g}%",
+                str(int(r["n_seeds"])),
+                f"{r['auroc_mean']:.3f}"
+                + (
+                    f' <span class="ci">(seeds {r["auroc_min"]:.3f}&ndash;{r["auroc_max"]:.3f})</span>'
+                    if r["n_seeds"] > 1
+                    else ""
+                ),
+                metric_with_ci(None, None)
+                if not is_number(r["ci_low"])
+                else f"{r['ci_low']:.3f}&ndash;{r['ci_high']:.3f}",
+            ],
+            numeric={1, 2, 3, 4},
         )
-        return block("label-efficiency", body)
-    parts = []
-    for run in found:
-        curves = curve_summary(run.label_efficiency)
-        if curves.empty:
-            parts.append(run_heading(run, True) + missing("The label-efficiency file has no scored rows."))
-            continue
-        table_ = run.label_efficiency
-        macro = table_[table_["finding"] == "macro"]
-        seeds = macro if not macro.empty else None
-        uri = label_efficiency_plot(curves, seeds)
-        rows = [
-            row(
-                [
-                    escape(str(r["mode"])),
-                    f"{r['fraction'] * 100:g}%",
-                    str(int(r["n_seeds"])),
-                    f"{r['auroc_mean']:.3f}"
-                    + (
-                        f' <span class="ci">(seeds {r["auroc_min"]:.3f}&ndash;{r["auroc_max"]:.3f})</span>'
-                        if r["n_seeds"] > 1
-                        else ""
-                    ),
-                    metric_with_ci(None, None)
-                    if not is_number(r["ci_low"])
-                    else f"{r['ci_low']:.3f}&ndash;{r['ci_high']:.3f}",
-                ],
-                numeric={1, 2, 3, 4},
-            )
-            for _, r in curves.iterrows()
-        ]
-        parts.append(
-            run_heading(run, len(found) > 1, str(run.sources.get("label_efficiency", "")))
-            + figure(
-                uri,
-                f"label-efficiency curves of {run.name}",
-                "Lines: macro test AUROC averaged over seeds; shaded bands: 95% patient-bootstrap interval "
-                "(test-set variability, averaged over seeds); dots: individual seeds (training variability).",
-            )
-            + table(["Mode", "Labels used", "Seeds", "Macro AUROC (seed range)", "95% CI"], rows, numeric={1, 2, 3, 4})
+        for _, r in curves.iterrows()
+    ]
+    return (
+        run_heading(run, many, str(run.sources.get("label_efficiency", "")))
+        + figure(
+            uri,
+            f"label-efficiency curves of {run.name}",
+            "Lines: macro test AUROC averaged over seeds; shaded bands: 95% patient-bootstrap interval "
+            "(test-set variability, averaged over seeds); dots: individual seeds (training variability).",
         )
-    return block(
-        "label-efficiency", "".join(parts), "How test performance depends on the number of labelled training patients."
+        + table(["Mode", "Labels used", "Seeds", "Macro AUROC (seed range)", "95% CI"], rows, numeric={1, 2, 3, 4})
     )
+
+
+def _per_run_section(runs, section_id: str, attribute: str, render_run, *, absent: str, lead: str) -> str:
+    """A section drawn run by run for the runs that hold ``attribute``; ``absent`` says what is missing."""
+    found = [r for r in runs if getattr(r, attribute) is not None]
+    if not found:
+        return block(section_id, missing(absent))
+    return block(section_id, "".join(render_run(run, len(found) > 1) for run in found), lead)
 
 
 # -- model comparison ---------------------------------------------------------------------------
 
 
 def comparison(runs: list[RunArtifacts]) -> str:
+    return _per_run_section(
+        runs, "comparison", "comparison", _comparison_run,
+        absent="No model comparison in these runs (<code>study_comparison.json</code>, written by "
+        "<code>greenfm evaluate compare STUDY_A STUDY_B --out FOLDER</code>). It says whether one model "
+        "beats another at each label fraction, with a paired confidence interval.",
+        lead="Is one model better than the other, cell by cell, on the same patients?",
+    )  # fmt: skip
+
+
+def _comparison_run(run: RunArtifacts, many: bool) -> str:
     from greenfm.report.plots import difference_plot
 
-    found = [r for r in runs if r.comparison is not None]
-    if not found:
-        body = missing(
-            "No model comparison in these runs (<code>study_comparison.json</code>, written by "
-            "<code>greenfm evaluate compare STUDY_A STUDY_B --out FOLDER</code>). It says whether one model "
-            "beats another at each label fraction, with a paired confidence interval."
+    data = run.comparison
+    name_a, name_b = str(data.get("name_a", "A")), str(data.get("name_b", "B"))
+    cells = [r for r in data.get("rows") or [] if isinstance(r, dict)]
+    if not cells:
+        return run_heading(run, True) + missing("The comparison file has no rows.")
+    rows = []
+    for r in cells:
+        ci = r.get("difference_ci")
+        sd = r.get("seed_sd")
+        verdict = {"b better": f"{name_b} better", "a better": f"{name_a} better"}.get(r.get("verdict"),
+                                                                                     r.get("verdict", ""))  # fmt: skip
+        rows.append(row([
+            escape(str(r.get("mode"))),
+            f"{100 * float(r.get('fraction', 0)):g}% ({float(r.get('n_train_images', 0)):.0f})",
+            f"{r['auroc_a']:.3f}" if is_number(r.get("auroc_a")) else "&ndash;",
+            f"{r['auroc_b']:.3f}" if is_number(r.get("auroc_b")) else "&ndash;",
+            (f"{r['difference']:+.3f}" if is_number(r.get("difference")) else "&ndash;")
+            + (f' <span class="ci">({ci[0]:+.3f} to {ci[1]:+.3f})</span>' if ci else ""),
+            f"{sd:.3f}" if is_number(sd) else "&ndash;",
+            escape(str(verdict)),
+        ], numeric={2, 3, 4, 5}))  # fmt: skip
+    return (
+        run_heading(run, many, str(run.sources.get("comparison", "")))
+        + f"<p><strong>A</strong> = {escape(name_a)}, <strong>B</strong> = {escape(name_b)}; macro test AUROC, "
+        f"mean over {escape(str(max(len(r.get('seeds') or []) for r in cells)))} seed(s), on "
+        f"{escape(str(data.get('n_test_images', '?')))} test images of "
+        f"{escape(str(data.get('n_test_patients', '?')))} patients.</p>"
+        + figure(
+            difference_plot(cells, name_a, name_b),
+            f"difference in macro AUROC, {name_b} minus {name_a}",
+            f"Dots: mean difference {escape(name_b)} &minus; {escape(name_a)} over seeds; bars: paired 95% "
+            "interval (shared patient resamples, seeds drawn with replacement). A bar clear of 0 is a "
+            "difference the test set and the seeds support.",
         )
-        return block("comparison", body)
-    parts = []
-    for run in found:
-        data = run.comparison
-        name_a, name_b = str(data.get("name_a", "A")), str(data.get("name_b", "B"))
-        cells = [r for r in data.get("rows") or [] if isinstance(r, dict)]
-        if not cells:
-            parts.append(run_heading(run, True) + missing("The comparison file has no rows."))
-            continue
-        rows = []
-        for r in cells:
-            ci = r.get("difference_ci")
-            sd = r.get("seed_sd")
-            verdict = {"b better": f"{name_b} better", "a better": f"{name_a} better"}.get(r.get("verdict"),
-                                                                                         r.get("verdict", ""))  # fmt: skip
-            rows.append(row([
-                escape(str(r.get("mode"))),
-                f"{100 * float(r.get('fraction', 0)):g}% ({float(r.get('n_train_images', 0)):.0f})",
-                f"{r['auroc_a']:.3f}" if is_number(r.get("auroc_a")) else "&ndash;",
-                f"{r['auroc_b']:.3f}" if is_number(r.get("auroc_b")) else "&ndash;",
-                (f"{r['difference']:+.3f}" if is_number(r.get("difference")) else "&ndash;")
-                + (f' <span class="ci">({ci[0]:+.3f} to {ci[1]:+.3f})</span>' if ci else ""),
-                f"{sd:.3f}" if is_number(sd) else "&ndash;",
-                escape(str(verdict)),
-            ], numeric={2, 3, 4, 5}))  # fmt: skip
-        heading = run_heading(run, len(found) > 1, str(run.sources.get("comparison", "")))
-        parts.append(
-            heading
-            + f"<p><strong>A</strong> = {escape(name_a)}, <strong>B</strong> = {escape(name_b)}; macro test AUROC, "
-            f"mean over {escape(str(max(len(r.get('seeds') or []) for r in cells)))} seed(s), on "
-            f"{escape(str(data.get('n_test_images', '?')))} test images of "
-            f"{escape(str(data.get('n_test_patients', '?')))} patients.</p>"
-            + figure(
-                difference_plot(cells, name_a, name_b),
-                f"difference in macro AUROC, {name_b} minus {name_a}",
-                f"Dots: mean difference {escape(name_b)} &minus; {escape(name_a)} over seeds; bars: paired 95% "
-                "interval (shared patient resamples, seeds drawn with replacement). A bar clear of 0 is a "
-                "difference the test set and the seeds support.",
-            )
-            + table(["Mode", "Labels used (images)", f"A: {escape(name_a)}", f"B: {escape(name_b)}",
-                     "B &minus; A (95% CI)", "Seed sd", "Verdict"], rows, numeric={2, 3, 4, 5})  # fmt: skip
-        )
-    return block("comparison", "".join(parts), "Is one model better than the other, cell by cell, on the same patients?")
+        + table(["Mode", "Labels used (images)", f"A: {escape(name_a)}", f"B: {escape(name_b)}",
+                 "B &minus; A (95% CI)", "Seed sd", "Verdict"], rows, numeric={2, 3, 4, 5})  # fmt: skip
+    )
 
 
 # -- ROC curves -------------------------------------------------------------------------------

@@ -51,11 +51,11 @@ from torch.utils.data import ConcatDataset
 from greenfm.adapt.classifier import ClassifierConfig, Mode
 from greenfm.adapt.finetune import FinetuneResult, finetune
 from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
-from greenfm.config import GreenfmConfig, build_config, read_yaml
+from greenfm.config import GreenfmConfig, build_config, given, train_overrides
 from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import Manifest
 from greenfm.engine import TrainConfig, write_run_config
-from greenfm.engine.run_dir import RunDir, is_rank_zero
+from greenfm.engine.run_dir import RunDir, is_rank_zero, read_run_config
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.models.backbones import Encoder
 from greenfm.workflows.finetune_data import (
@@ -274,9 +274,8 @@ def run_finetune(
     (then only those training options may be given, and only ones the engine allows).
     """
     out = Path(out)
-    explicit = dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
-                    devices=devices, seed=seed)
-    explicit = {k: v for k, v in explicit.items() if v is not None}
+    explicit = given(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
+                     devices=devices, seed=seed)
     saved_train: dict[str, Any] | None = None
     if resume:
         cfg, saved_train = load_run_finetune_config(out)
@@ -285,7 +284,7 @@ def run_finetune(
     else:
         if model is None or data is None:
             raise ConfigError("fine-tuning needs a model and a data manifest (or resume=True on a run folder)")
-        overrides = {**(read_yaml(config) if config is not None else {}), **explicit}
+        overrides = train_overrides(config, **explicit)
         cfg = build_config(
             FinetuneConfig, model=absolute_path(model), data=absolute_path(data), mode=mode, preset=preset,
             rank=rank, alpha=alpha, lora_dropout=lora_dropout, layer_decay=layer_decay, task=task,
@@ -365,12 +364,7 @@ def check_lora_targets(encoder: Encoder, mode: str, preset: str) -> None:
 
 def load_run_finetune_config(run_dir: str | Path) -> tuple[FinetuneConfig, dict[str, Any]]:
     """The options and training config a fine-tuning run folder was started with (for resume)."""
-    path = RunDir(Path(run_dir)).config
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml; not a greenfm run folder to resume")
-    saved = read_yaml(path)
-    if "finetune" not in saved:
-        raise ConfigError(f"{path}: not a fine-tuning run")
+    saved = read_run_config(run_dir, "finetune", "fine-tuning")
     return FinetuneConfig(**saved["finetune"]), dict(saved.get("train", {}))
 
 

@@ -46,7 +46,7 @@ from pydantic import Field
 
 from greenfm.adapt.classifier import Mode
 from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
-from greenfm.config import GreenfmConfig, build_config, read_yaml
+from greenfm.config import GreenfmConfig, build_config, train_overrides
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.workflows.finetune import (
     auto_augment,
@@ -159,10 +159,8 @@ def run_label_efficiency(
     cell's training seed is its fraction seed.
     """
     out = Path(out)
-    explicit = dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
-                    devices=devices)
-    train = {**(read_yaml(config) if config is not None else {}),
-             **{k: v for k, v in explicit.items() if v is not None}}  # fmt: skip
+    train = train_overrides(config, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                            precision=precision, devices=devices)  # fmt: skip
     cfg = build_config(
         LabelEfficiencyConfig, model=absolute_path(model), data=absolute_path(data),
         fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds], modes=list(modes),

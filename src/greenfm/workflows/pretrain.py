@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import Field
 
-from greenfm.config import GreenfmConfig, build_config, read_yaml
+from greenfm.config import GreenfmConfig, build_config
 from greenfm.data.augment import get_augment
 from greenfm.engine import TrainConfig, fit, write_run_config
-from greenfm.engine.run_dir import RunDir
+from greenfm.engine.run_dir import RunDir, read_run_config
 from greenfm.errors import ConfigError
 from greenfm.methods.registry import get_method
 from greenfm.models.backbones import create_encoder
@@ -147,12 +147,7 @@ def training_flops_per_sample(method, dataset) -> tuple[float | None, str]:
 
 def load_run_pretrain_config(run_dir: str | Path) -> PretrainConfig:
     """The ``PretrainConfig`` a run folder was started with (for ``--resume``)."""
-    path = RunDir(Path(run_dir)).config
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml; not a greenfm run folder to resume")
-    saved = read_yaml(path)
-    if "pretrain" not in saved:
-        raise ConfigError(f"{path}: not a pretraining run")
+    saved = read_run_config(run_dir, "pretrain", "pretraining")
     return PretrainConfig(**{**saved["pretrain"], "train": {**saved["pretrain"].get("train", {}), **saved.get("train", {})}})
 
 
