@@ -1,23 +1,31 @@
-"""Phantom generation speed, and what a raw-pixel probe scores on the phantoms.
+"""Phantom generation speed, side by side with an earlier version, and a raw-pixel probe.
 
 Claims: (1) a few thousand 128 px radiographs (images, reports, manifest) take
-seconds: about 500 images/s on two cores; (2) the findings are learnable but not
-trivial: logistic regression on 32 x 32 thumbnails separates cardiomegaly well,
-effusion, pneumothorax and consolidation a little, and nodules hardly at all.
+seconds (the aim is 500 images/s on two cores; see BENCHMARKS.md for what is
+measured); (2) a linear probe on 32 x 32 thumbnails already separates cardiomegaly,
+effusion and pneumothorax (a CNN does far better: ``bench_phantom_learnability.py``).
 
-    .venv/bin/python benchmarks/bench_phantoms.py [--patients 800 --probe-patients 600]
+    .venv/bin/python benchmarks/bench_phantoms.py [--patients 800 --probe-patients 600 --baseline-rev HEAD]
 
-Prints two tables and writes benchmarks/results/phantoms.json. Timings depend on
-the machine and on what else runs on it: the load average is recorded.
+``--baseline-rev`` times the generator of that git revision (extracted with
+``git archive`` into a temporary package) in interleaved rounds with the current
+one, on the same machine at the same load; ``--baseline-rev none`` skips it.
+Prints tables and writes benchmarks/results/phantoms.json. Timings depend on the
+machine and on what else runs on it: the load average is recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -35,15 +43,47 @@ from greenfm.data.phantoms import CXR_FINDING_IDS, generate_phantoms
 RESULTS = Path(__file__).resolve().parent / "results" / "phantoms.json"
 
 
-def timed(folder: Path, **kwargs) -> dict:
+def timed(folder: Path, generate=generate_phantoms, **kwargs) -> dict:
     """Generate once; wall seconds, CPU seconds of this process and its workers, and counts."""
     shutil.rmtree(folder, ignore_errors=True)
     wall, cpu = time.perf_counter(), _cpu()
-    manifest = generate_phantoms(folder, **kwargs)
+    manifest = generate(folder, **kwargs)
     wall, cpu = time.perf_counter() - wall, _cpu() - cpu
     n = len(pd.read_csv(manifest))
     return {**{k: v for k, v in kwargs.items() if k != "site"}, "images": n, "wall_s": round(wall, 2),
             "cpu_s": round(cpu, 2), "images_per_s": round(n / wall, 1), "cpu_ms_per_image": round(1e3 * cpu / n, 2)}
+
+
+def baseline_generator(rev: str, into: Path):
+    """``generate_phantoms`` of git revision ``rev``, imported as a separate package from ``into``."""
+    package = "src/greenfm/data/phantoms"
+    archive = subprocess.run(["git", "archive", rev, package], check=True, capture_output=True,
+                             cwd=Path(__file__).resolve().parents[1]).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    target = into / "phantoms_baseline"
+    (into / package).rename(target)
+    for path in target.glob("*.py"):
+        path.write_text(path.read_text().replace("greenfm.data.phantoms", "phantoms_baseline"))
+    sys.path.insert(0, str(into))
+    return importlib.import_module("phantoms_baseline").generate_phantoms
+
+
+def side_by_side(root: Path, baseline, patients: int, size: int, workers: int, rounds: int) -> dict:
+    """Interleaved rounds of the baseline and the current generator; the median round of each."""
+    runs = {"baseline": [], "current": []}
+    for _ in range(rounds):
+        for name, generate in (("baseline", baseline), ("current", generate_phantoms)):
+            runs[name].append(timed(root / f"sbs{name}", generate, kind="cxr", n_patients=patients, size=size,
+                                    workers=workers))
+    out = {"size": size, "workers": workers, "rounds": rounds}
+    for name, rs in runs.items():
+        rates = sorted(r["images_per_s"] for r in rs)
+        out[name] = {"images": rs[0]["images"], "images_per_s_median": rates[len(rates) // 2],
+                     "images_per_s": [r["images_per_s"] for r in rs],
+                     "cpu_ms_per_image": sorted(r["cpu_ms_per_image"] for r in rs)[len(rs) // 2]}
+    out["speedup"] = round(out["current"]["images_per_s_median"] / out["baseline"]["images_per_s_median"], 2)
+    return out
 
 
 def _cpu() -> float:
@@ -76,12 +116,20 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=800)
     parser.add_argument("--probe-patients", type=int, default=600)
     parser.add_argument("--ct-patients", type=int, default=12)
+    parser.add_argument("--baseline-rev", default="HEAD", help="git revision to compare with, or 'none'")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the side-by-side timing")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_phantoms(root / "warm", n_patients=2, size=64)  # imports and caches out of the timings
+        sbs = []
+        if args.baseline_rev != "none":
+            baseline = baseline_generator(args.baseline_rev, root / "baseline")
+            baseline(root / "warm", n_patients=2, size=64)
+            sbs = [side_by_side(root, baseline, args.patients, 128, workers, args.rounds)
+                   for workers in sorted({1, cores})]
         for size in (64, 128, 224):
             for workers in sorted({1, cores}):
                 runs.append(timed(root / f"cxr{size}", kind="cxr", n_patients=args.patients, size=size,
@@ -91,7 +139,8 @@ def main() -> None:
         probes = [probe(root / f"probe{site}", args.probe_patients, site) for site in ("A", "B")]
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "cores": cores, "load_average": [round(v, 2) for v in os.getloadavg()]},
-              "generation": runs, "raw_pixel_probe": probes}
+              "side_by_side": {"baseline_rev": args.baseline_rev, "runs": sbs}, "generation": runs,
+              "raw_pixel_probe": probes}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -99,6 +148,12 @@ def main() -> None:
     for r in runs:
         print(f"{r['kind']:5s} {r['size']:5d} {r['workers']:7d} {r['images']:7d} {r['wall_s']:7.1f} "
               f"{r['images_per_s']:7.1f} {r['cpu_ms_per_image']:10.2f}")
+    if sbs:
+        print(f"\nside by side with {args.baseline_rev} (128 px, {args.rounds} interleaved rounds, median images/s)")
+        print(f"  {'workers':>7s} {'baseline':>9s} {'current':>9s} {'speedup':>8s}")
+        for r in sbs:
+            print(f"  {r['workers']:7d} {r['baseline']['images_per_s_median']:9.1f} "
+                  f"{r['current']['images_per_s_median']:9.1f} {r['speedup']:7.2f}x")
     for p in probes:
         print(f"\nraw-pixel probe, site {p['site']} ({p['images']} images, 32 x 32 thumbnails, AUROC)")
         print(f"  {'finding':18s} {'prev':>6s} {'truth':>6s} {'report':>7s}")

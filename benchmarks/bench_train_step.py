@@ -85,7 +85,6 @@ from greenfm.data.phantoms import generate_phantoms
 from greenfm.engine import TrainConfig, fit, read_metrics
 from greenfm.methods.token_reconstruction import TokenReconstruction
 from greenfm.models.backbones import create_encoder
-from greenfm.workflows.pretrain import training_flops_per_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import command_line, selected_configs, side_by_side_arguments, stamp, write_side_by_side  # noqa: E402
@@ -177,6 +176,7 @@ def train_config(cfg: dict, **overrides) -> TrainConfig:
     recipe = TokenReconstruction.default_train_config()
     return build_config(TrainConfig, **{**recipe, "epochs": 1, "max_steps": cfg["warmup"] + cfg["measured"],
                                         "batch_size": cfg["batch"], "num_workers": 0, "progress_bar": False,
+                                        "threads": torch.get_num_threads(),  # the thread count set by this benchmark
                                         "log_every_steps": 1, "seed": 0, **overrides})
 
 
@@ -291,7 +291,7 @@ def _measure(name: str, cfg: dict, manifest, work: Path) -> dict:
     dataset = make_dataset(manifest.subset(np.arange(len(manifest)) < size), cfg["img_size"], work / "cache")
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))]).contiguous()
     probe = TokenReconstruction(create_encoder(cfg["backbone"], img_size=cfg["img_size"]))
-    flops, convention = training_flops_per_sample(probe, dataset)
+    flops, convention = probe.training_flops_per_sample({"image": dataset[0]["image"].unsqueeze(0)})
     del probe
     runs: dict[str, list[dict]] = {"greenfm": [], "plain": []}
     matmul, sustained, loads = [], [], []

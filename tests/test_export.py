@@ -168,6 +168,19 @@ def test_truncated_weights_give_one_line_naming_the_file(tr_run, tr_export, tmp_
     assert "model.safetensors" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_single_tower_export_has_the_run_export_layout(tr_run, tr_export):
+    from greenfm.models.export import load_exported_heads, load_exported_towers
+
+    config = json.loads((tr_export / "config.json").read_text())
+    run_config = json.loads((tr_run[0] / "exported" / "config.json").read_text())
+    assert config["towers"] == {"image": {"path": ".", "kind": "image"}} and config["heads"] == {}
+    assert config["metadata"] == run_config["metadata"] and config["model"] == run_config["model"]
+    towers = load_exported_towers(tr_export)  # the models layer reads a model folder too, hashes checked
+    x = load_exported(tr_export).fixture_input()
+    assert set(towers) == {"image"} and load_exported_heads(tr_export) == {}
+    assert torch.equal(towers["image"].embed(x), torch.from_numpy(np.load(tr_export / "reference_embeddings.npy")))
+
+
 def test_export_loads_in_plain_timm(tr_export):
     config = json.loads((tr_export / "config.json").read_text())
     model = timm.create_model(config["model"]["name"], pretrained=False, **config["model"]["kwargs"])
@@ -305,6 +318,10 @@ def test_changed_weights_are_refused(tr_export, tmp_path):
     with pytest.raises(BadInputError) as exc_info:
         load_exported(export)
     assert "model.safetensors was changed after export" in _one_line_error(exc_info)
+    from greenfm.models.export import load_exported_towers
+
+    with pytest.raises(BadInputError, match="model.safetensors was changed after export"):
+        load_exported_towers(export)
 
 
 def test_a_model_that_no_longer_reproduces_its_reference_is_refused(tr_export, tmp_path):
@@ -383,3 +400,28 @@ def test_fixture_is_deterministic_and_follows_the_contract(tr_run, tmp_path):
     assert torch.equal(
         exported.embed_file(out / "fixture.png")[None], torch.from_numpy(np.load(out / "reference_embeddings.npy"))
     )
+
+
+def test_every_file_of_a_model_folder_has_one_mode(tr_export):
+    import stat
+
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tr_export.rglob("*") if p.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # safetensors alone wrote 0600
+
+
+def test_plain_code_following_the_card_reproduces_the_reference_embeddings(tr_export):
+    import re
+
+    card = (tr_export / "MODEL_CARD.md").read_text()
+    steps = re.search(r"step by step.*?```python\n(.*?)```", card, re.S).group(1)
+    cfg = json.loads((tr_export / "config.json").read_text())
+    model = timm.create_model(cfg["model"]["name"], pretrained=False, **cfg["model"]["kwargs"]).eval()
+    model.load_state_dict(load_file(tr_export / "model.safetensors"))
+    reference = json.loads((tr_export / "reference_embeddings.json").read_text())
+    scope: dict = {}
+    exec(steps.replace('"image.png"', repr(str(tr_export / reference["fixture"]))), scope)  # the card's own code
+    recipe = re.search(r"embedding = (.*?)   # x:", card).group(1)
+    with torch.no_grad():
+        embedding = eval(recipe, {"model": model, "x": scope["x"]}).numpy()
+    expected = np.load(tr_export / "reference_embeddings.npy")
+    np.testing.assert_allclose(embedding.reshape(expected.shape), expected, rtol=1e-3, atol=1e-4)

@@ -1,14 +1,19 @@
 """greenfm's Python API: one function per CLI verb, with the same arguments.
 
 Heavy modules are imported inside each function, so importing the API is cheap.
+Verbs with a typed config (``@verb``) take its fields as keywords, plus ``config``
+(a YAML file of them); ``inspect.signature`` and ``help`` list them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from rich.console import Console
 from rich.table import Table
+
+from greenfm.options import VerbRequest, verb
 
 console = Console()
 
@@ -17,11 +22,14 @@ console = Console()
 
 
 def data_check(data: str | Path, *, skip_bad: bool = False):
-    """Validate a manifest and print a summary of rows, patients, splits and labels."""
+    """Validate a manifest and print a summary of rows, patients, splits and labels, and byte-identical files."""
+    from greenfm.data.duplicates import identical_files
     from greenfm.data.manifest import load_manifest
 
     manifest = load_manifest(data, skip_bad=skip_bad)
     console.print(manifest_summary_table(manifest))
+    duplicates = identical_files(manifest.table)
+    console.print(duplicates.summary(manifest.table))
     return manifest
 
 
@@ -36,12 +44,14 @@ def data_phantoms(
     images_per_patient: tuple[int, int] = (1, 4),
     unmentioned: str = "absent",
     workers: int | None = None,
+    reader_error: float = 0.03,
 ):
     """Generate synthetic phantoms (chest radiographs or chest CT) with reports and labels; returns the manifest path."""
     from greenfm.data.phantoms import generate_phantoms, summarize_phantoms
 
     path = generate_phantoms(out, kind=kind, n_patients=patients, size=size, seed=seed, site=site,
-                             images_per_patient=tuple(images_per_patient), unmentioned=unmentioned, workers=workers)
+                             images_per_patient=tuple(images_per_patient), unmentioned=unmentioned, workers=workers,
+                             reader_error=reader_error)
     console.print(str(summarize_phantoms(path)))
     console.print(f"manifest: {path}")
     return path
@@ -59,14 +69,27 @@ def data_import(source: str | Path, *, out: str | Path, kind: str = "auto", skip
 
 
 def data_split(*, data: str | Path, out: str | Path, val: float = 0.1, test: float = 0.2, seed: int = 0,
-               stratify: bool = True, skip_bad: bool = False):
-    """Patient-grouped train/val/test splits (stratified by label where possible) into a new manifest."""
+               stratify: bool = True, keep_test: bool = False, skip_bad: bool = False):
+    """Patient-grouped train/val/test splits (stratified by label where possible) into a new manifest.
+
+    A manifest that already has a ``split`` column is re-split from scratch unless ``keep_test``
+    (its test rows stay; val is carved out of the rest); either way the command says how many
+    rows changed split.
+    """
     from greenfm.data.manifest import load_manifest
     from greenfm.data.splits import split_manifest
 
-    manifest = split_manifest(load_manifest(data, skip_bad=skip_bad), out, val=val, test=test, seed=seed,
-                              stratify=stratify)
+    source = load_manifest(data, skip_bad=skip_bad)
+    manifest = split_manifest(source, out, val=val, test=test, seed=seed, stratify=stratify, keep_test=keep_test)
     console.print(manifest_summary_table(manifest))
+    if source.has_splits:
+        before = source.table["split"].astype("string").fillna("none").to_numpy()
+        after = manifest.table["split"].astype("string").to_numpy()
+        moved = {name: int(((before == name) & (after != name)).sum()) for name in ("train", "val", "test")}
+        had = {name: int((before == name).sum()) for name in ("train", "val", "test")}
+        changes = ", ".join(f"{moved[n]:,} of {had[n]:,} {n}" for n in had if had[n])
+        console.print(f"the input already had a split column; rows now in another split: {changes}"
+                      + ("" if keep_test else " (--keep-test keeps the given test split and carves val out of the rest)"))
     console.print(f"wrote {out}")
     return manifest
 
@@ -83,6 +106,25 @@ def data_cache(*, data: str | Path, out: str | Path, contract: str = "rfg", size
     skipped = store.meta.get("n_skipped", 0)
     console.print(f"cache: {len(store)} images at {store.path}" + (f"; skipped {skipped} bad image(s)" if skipped else ""))
     return store
+
+
+@verb("greenfm.data.fundus:FundusPreprocessConfig", command="data preprocess")
+def data_preprocess(
+    request: VerbRequest,
+    *,
+    out: Annotated[str | Path, "New folder for images/, manifest.csv and preprocess.json (the source is never written)."],
+    overwrite: Annotated[bool, "Replace an earlier output of this verb in --out."] = False,
+):
+    """Fundus preprocessing (METHODS 2.4): crop to the fundus, 2.5% margin, pad square, Lanczos to 1024 px.
+
+    Writes new image files and a manifest pointing at them; returns the summary.
+    """
+    cfg = request.build()  # options and input paths are checked before the heavy imports
+    from greenfm.data.fundus import preprocess_fundus
+
+    summary = preprocess_fundus(cfg, out, overwrite=overwrite)
+    console.print(str(summary))
+    return summary
 
 
 def manifest_summary_table(manifest, title: str | None = None) -> Table:
@@ -110,56 +152,64 @@ def manifest_summary_table(manifest, title: str | None = None) -> Table:
 # ----------------------------------------------------------------------------- pretraining and embeddings
 
 
+@verb("greenfm.workflows.pretrain_config:PretrainConfig", command="pretrain", aliases={"init": ("--init-from",)})
 def pretrain(
+    request: VerbRequest,
     *,
-    data: str | Path | None = None,
-    out: str | Path,
-    recipe: str | None = None,
-    backbone: str | None = None,
-    init: str | None = None,
-    img_size: int | None = None,
-    config: str | Path | None = None,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    devices: int | None = None,
-    num_nodes: int | None = None,
-    precision: str | None = None,
-    num_workers: int | None = None,
-    seed: int | None = None,
-    cache: str | Path | None = None,
-    skip_bad: bool = False,
-    resume: bool = False,
+    out: Annotated[str | Path, "Run folder (with --resume: the run to continue)."],
+    resume: Annotated[bool, "Continue the interrupted run in --out exactly, from its saved config."] = False,
 ):
-    """Continual pretraining (default recipe: token-reconstruction); writes a run folder at ``out``.
+    """Continual pretraining of an image encoder (default recipe: token-reconstruction); writes a run folder.
 
-    ``config`` is a YAML file with any PretrainConfig field (``method:`` and ``train:``
-    sections included); explicit arguments override it. ``resume=True`` continues the
-    interrupted run in ``out`` exactly, from its saved config.
+    Every ``PretrainConfig`` field is a keyword (``config`` names a YAML file of them, with
+    ``method:`` and ``train:`` sections; explicit keywords override it). ``resume=True``
+    continues the interrupted run in ``out`` from its saved config; only training options
+    may then be given.
     """
-    from greenfm.workflows.pretrain import PretrainConfig, load_run_pretrain_config, run_pretrain
-    from greenfm.config import build_config, given, read_yaml
-
-    explicit_train = given(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
-                           num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed)
     if resume:
+        train = request.train()
+        from greenfm.workflows.pretrain import load_run_pretrain_config, run_pretrain
+
         cfg = load_run_pretrain_config(out)
-        if explicit_train:
-            cfg = cfg.model_copy(update={"train": {**cfg.train, **explicit_train}})
+        if train:
+            cfg = cfg.model_copy(update={"train": {**cfg.train, **train}})
     else:
-        base = read_yaml(config) if config is not None else {}
-        cfg = build_config(
-            PretrainConfig,
-            **base,
-            **given(data=str(data) if data else None, recipe=recipe, backbone=backbone, init=init,
-                    img_size=img_size, cache=str(cache) if cache else None),
-            skip_bad=skip_bad or base.get("skip_bad", False),
-            train={**base.get("train", {}), **explicit_train},
-        )
-    result = run_pretrain(cfg, out, resume=resume)
+        cfg = request.build()  # options and input paths are checked before the heavy imports
+        from greenfm.workflows.pretrain import run_pretrain
+
+    from greenfm.engine.threads import verb_threads
+
+    with verb_threads(cfg.train):
+        result = run_pretrain(cfg, out, resume=resume)
     console.print(f"pretraining done: {result.steps} steps, {result.samples_seen} images; run folder {out}")
     return result
+
+
+@verb("greenfm.workflows.image_text_config:ZeroshotConfig", command="zeroshot")
+def zeroshot(request: VerbRequest, *, out: Annotated[str | Path, "Results folder (zeroshot.json, zeroshot_findings.csv)."]):
+    """Zero-shot classification with an image-text model: prompt pairs, per-finding and macro AUROC with CIs.
+
+    Each finding gets a positive and a negative prompt (``prompts``: p1-p5 of GreenRFM,
+    p3 by default, or CheXficient's "{c}" / "no {c}"); an image's score is the softmax over
+    the pair. Findings with one class in the split are skipped and counted.
+    """
+    cfg = request.build()
+    from greenfm.engine.threads import verb_threads
+    from greenfm.workflows.image_text_eval import run_zeroshot
+
+    with verb_threads({"threads": cfg.threads}):
+        return run_zeroshot(cfg, out)
+
+
+@verb("greenfm.workflows.image_text_config:RetrieveConfig", command="retrieve")
+def retrieve(request: VerbRequest, *, out: Annotated[str | Path, "Results folder (retrieval.json)."]):
+    """Image-to-text and text-to-image retrieval: Recall@K and mean rank beside the random baseline K/N."""
+    cfg = request.build()
+    from greenfm.engine.threads import verb_threads
+    from greenfm.workflows.image_text_eval import run_retrieve
+
+    with verb_threads({"threads": cfg.threads}):
+        return run_retrieve(cfg, out)
 
 
 def embed(
@@ -175,7 +225,9 @@ def embed(
     device: str = "auto",
     precision: str = "auto",
     cache: str | Path | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
+    threads: int | None = None,
+    seed: int = 0,
     skip_bad: bool = False,
 ):
     """Embed every image of a manifest with a model (run folder, export folder, weights file or hub name).
@@ -183,19 +235,28 @@ def embed(
     Pooling: ``mean-all-tokens`` (RETFound-Green's evaluation, default for ViTs),
     ``mean-patch-tokens`` (its README) or ``cls``. Writes a Parquet file with id,
     patient_id, path and the vector; its metadata records model, pool and contract.
+    ``model="random"`` with a ``backbone`` embeds with a random init drawn from ``seed``
+    (a baseline); ``threads`` / ``num_workers`` (None: chosen from the machine) as in training.
     """
-    from greenfm.engine.embed import embed_to_file
-    from greenfm.workflows.inputs import encoder_contract, image_dataset, load_checked_manifest, load_encoder
-    from greenfm.workflows.pretrain import default_cache_root
+    _must_exist(data, "manifest")  # before the heavy imports: a typo costs no torch start-up
+    import torch
 
+    from greenfm.data.cache import default_cache_root
+    from greenfm.engine.embed import embed_to_file, resolve_device
+    from greenfm.engine.threads import resolve_threads, torch_threads
+    from greenfm.workflows.inputs import encoder_contract, image_dataset, load_checked_manifest, load_encoder
+
+    torch.manual_seed(seed)  # a random init (model="random") follows the seed
     encoder = load_encoder(model, backbone=backbone, img_size=img_size)
     manifest = load_checked_manifest(data, skip_bad=skip_bad)
-    the_contract = encoder_contract(encoder, contract)
+    the_contract = encoder_contract(encoder, contract, data=manifest)
     dataset = image_dataset(manifest, the_contract, cache_root=cache or default_cache_root(), skip_bad=skip_bad, labels=False)
-    path = embed_to_file(
-        encoder, dataset, out, pool=pool, batch_size=batch_size, device=device, precision=precision,
-        num_workers=num_workers, metadata={"manifest_hash": manifest.hash, "model_ref": str(model)},
-    )
+    plan = resolve_threads(threads, num_workers, device_type=resolve_device(device).type)
+    with torch_threads(plan.threads):
+        path = embed_to_file(
+            encoder, dataset, out, pool=pool, batch_size=batch_size, device=device, precision=precision,
+            num_workers=plan.workers, metadata={"manifest_hash": manifest.hash, "model_ref": str(model), "seed": seed},
+        )
     console.print(f"wrote {len(dataset)} embeddings ({encoder.embed_dim}-d, pool {encoder.resolve_pool(pool)}) to {path}")
     return path
 
@@ -212,6 +273,8 @@ def probe(
     out: str | Path | None = None,
 ):
     """Linear probes on cached embeddings: fit on the train split, report test AUROC/AUPRC with patient-bootstrap CIs."""
+    _must_exist(embeddings, "embeddings file")
+    _must_exist(labels, "manifest")
     from greenfm.adapt.linear_probe import probe as run_probe
 
     result = run_probe(embeddings, labels, protocol=protocol, findings=findings, task=task,
@@ -285,29 +348,66 @@ def export(
 # ----------------------------------------------------------------------------- adaptation and label efficiency
 
 
-def finetune(*, model: str | Path, data: str | Path, out: str | Path, **options):
-    """Fine-tune a pretrained model on labelled data: ``mode`` linear (head on frozen features), lora or full.
+@verb("greenfm.workflows.adapt_config:FinetuneConfig", command="finetune",
+      aliases={"balanced": ("--balanced-sampling/--no-balanced-sampling",)})
+def finetune(
+    request: VerbRequest,
+    *,
+    out: Annotated[str | Path, "Run folder (with --resume: the run to continue)."],
+    resume: Annotated[bool, "Continue the interrupted run in --out with its saved options."] = False,
+):
+    """Fine-tune with LoRA, a linear head or all weights; select by validation AUROC, test once.
 
-    Options (all keyword, as on the CLI): mode, preset (med-peft | broad), rank, alpha,
-    lora_dropout, layer_decay, task, findings, pos_weight, balanced, config, epochs,
-    max_steps, batch_size, lr, precision, devices, seed, backbone, img_size, contract,
-    augment, label_fraction, fraction_seed, bootstrap, cache, skip_bad, resume. The best
-    epoch is chosen by validation macro AUROC; the test split is scored once.
+    Every ``FinetuneConfig`` field is a keyword (``config`` names a YAML file of them with a
+    ``train:`` section; explicit keywords override it). The best epoch is chosen by
+    validation macro AUROC; the test split is scored once.
     """
+    if resume:
+        train = request.train()
+        from greenfm.engine.threads import verb_threads
+        from greenfm.workflows.finetune import run_finetune
+
+        with verb_threads(train):
+            return run_finetune(out=out, resume=True, train=train, echo=console.print)
+    cfg = request.build()  # options and input paths are checked before the heavy imports
+    from greenfm.engine.threads import verb_threads
     from greenfm.workflows.finetune import run_finetune
 
-    return run_finetune(model=model, data=data, out=out, echo=console.print, **options)
+    with verb_threads(cfg.train):  # the test scoring after training too
+        return run_finetune(out=out, echo=console.print, **_fields(cfg))
 
 
-def evaluate_label_efficiency(*, model: str | Path, data: str | Path, out: str | Path, **options):
-    """Label-fraction curves: fractions x seeds x modes on nested patient-grouped train subsets.
+@verb("greenfm.workflows.adapt_config:LabelEfficiencyConfig", command="evaluate label-efficiency",
+      aliases={"balanced": ("--balanced-sampling/--no-balanced-sampling",)})
+def evaluate_label_efficiency(
+    request: VerbRequest,
+    *,
+    out: Annotated[str | Path, "Results folder (resumable: finished cells are kept)."],
+):
+    """Label-efficiency curves (linear vs LoRA vs full at 1/10/100% labels) with CIs, as CSV, JSON and a plot.
 
-    Options: fractions, seeds, modes, linear_via (probe | finetune), bootstrap, and the
-    fine-tuning options of ``finetune``. Finished cells are kept and never recomputed.
+    Fractions x seeds x modes on nested patient-grouped train subsets; takes every
+    fine-tuning option of ``finetune`` (one shared options block). Finished cells are
+    kept and never recomputed.
     """
+    cfg = request.build()  # options and input paths are checked before the heavy imports
+    from greenfm.engine.threads import verb_threads
     from greenfm.workflows.label_efficiency import run_label_efficiency
 
-    return run_label_efficiency(model=model, data=data, out=out, echo=console.print, **options)
+    with verb_threads(cfg.train):  # the probes' embedding pass and every cell's scoring too
+        return run_label_efficiency(out=out, echo=console.print, **_fields(cfg))
+
+
+def _must_exist(path: str | Path, what: str) -> None:
+    from greenfm.errors import BadInputError
+
+    if not Path(str(path)).expanduser().exists():
+        raise BadInputError(f"{what} not found", source=str(path))
+
+
+def _fields(cfg) -> dict:
+    """A validated config as the keywords of its workflow function."""
+    return {name: getattr(cfg, name) for name in type(cfg).model_fields}
 
 
 def compare_studies(

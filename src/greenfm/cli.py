@@ -1,7 +1,11 @@
 """The ``greenfm`` command line: a thin typer wrapper over ``greenfm.api``.
 
 Each command calls the API function of the same name with the same arguments.
-User errors (``GreenfmError``) print one line and exit with status 2.
+Verbs declared with ``@verb`` in ``greenfm.api`` (pretrain, finetune, evaluate
+label-efficiency, ...) get their options generated from their typed config
+(``greenfm.cli_options``); the others are written out below. User errors
+(``GreenfmError``) print one line and exit with status 2. Nothing here imports
+torch: a verb checks its options and paths before its heavy imports.
 """
 
 from __future__ import annotations
@@ -11,22 +15,50 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from greenfm import api  # light: the verbs' heavy modules are imported when they run
+from greenfm.cli_options import VerbCommand
 from greenfm.errors import GreenfmError
+from greenfm.options import VERBS, Verb
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build, adapt and evaluate medical-imaging foundation models on modest hardware.")
-data_app = typer.Typer(no_args_is_help=True, help="Import, check, cache and split data; generate phantoms.")
-evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluation protocols.")
+
+class VerbGroup(TyperGroup):
+    """A command group that also holds the verbs declared in ``greenfm.api`` with ``@verb``."""
+
+    words: tuple[str, ...] = ()
+
+    def _verbs(self) -> dict[str, Verb]:
+        n = len(self.words) + 1
+        return {path[-1]: verb for path, verb in VERBS.items() if len(path) == n and path[:-1] == self.words}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._verbs()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        verb = self._verbs().get(name)
+        return VerbCommand(name, verb) if verb is not None else super().get_command(ctx, name)
+
+
+def verb_group(*words: str) -> type[VerbGroup]:
+    return type("VerbGroup", (VerbGroup,), {"words": words})
+
+
+app = typer.Typer(cls=verb_group(), no_args_is_help=True, add_completion=False,
+                  help="Build, adapt and evaluate medical-imaging foundation models on modest hardware.")
+data_app = typer.Typer(cls=verb_group("data"), no_args_is_help=True,
+                       help="Import, check, cache and split data; generate phantoms.")
+evaluate_app = typer.Typer(cls=verb_group("evaluate"), no_args_is_help=True, help="Evaluation protocols.")
 app.add_typer(data_app, name="data")
 app.add_typer(evaluate_app, name="evaluate")
 
+CONTRACT_PRESETS = "rfg, imagenet, cxr-medpeft, clip"  # greenfm.data.contract.PRESETS (that module imports torch)
 SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip unusable rows or files and count them instead of stopping.")
 
 
 def _api():
-    from greenfm import api  # imported lazily so that `greenfm --help` stays fast
-
     return api
 
 
@@ -44,10 +76,11 @@ def data_phantoms(
     images_per_patient: Tuple[int, int] = typer.Option((1, 4), help="Minimum and maximum studies per patient."),
     unmentioned: str = typer.Option("absent", help="Label of findings a report does not mention: absent (0) or missing (empty)."),
     workers: Optional[int] = typer.Option(None, help="Processes drawing images (default: by size of the job)."),
+    reader_error: float = typer.Option(0.03, help="Chance per image and finding that the report's label disagrees with the pixel truth (missed, hedged or false finding); 0 = labels equal the truth."),
 ) -> None:
     """Generate synthetic phantoms with reports and labels (greenfm's embedded default data)."""
     _api().data_phantoms(out=out, kind=kind, patients=patients, size=size, seed=seed, site=site,
-                         images_per_patient=images_per_patient, unmentioned=unmentioned, workers=workers)
+                         images_per_patient=images_per_patient, unmentioned=unmentioned, workers=workers, reader_error=reader_error)
 
 
 @data_app.command("import")
@@ -78,21 +111,26 @@ def data_check(
 def data_split(
     data: Path = typer.Option(..., "--data", help="Input manifest (never overwritten)."),
     out: Path = typer.Option(..., "--out", help="New manifest with a patient-level 'split' column."),
-    val: float = typer.Option(0.1, help="Fraction of patients for validation."),
-    test: float = typer.Option(0.2, help="Fraction of patients for test."),
+    val: float = typer.Option(0.1, help="Share of the images for validation, in whole patients (met to within one patient)."),
+    test: float = typer.Option(0.2, help="Share of the images for test, in whole patients (met to within one patient)."),
     seed: int = typer.Option(0, help="Random seed."),
     stratify: bool = typer.Option(True, help="Stratify patients by their finding pattern."),
+    keep_test: bool = typer.Option(False, "--keep-test", help="Keep the input's test split; carve --val out of its other rows only (--test is then unused)."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
-    """Make patient-grouped train/val/test splits, stratified by label where possible."""
-    _api().data_split(data=data, out=out, val=val, test=test, seed=seed, stratify=stratify, skip_bad=skip_bad)
+    """Make patient-grouped train/val/test splits, stratified by label where possible.
+
+    An existing split column is replaced (the command says how many rows moved) unless --keep-test.
+    """
+    _api().data_split(data=data, out=out, val=val, test=test, seed=seed, stratify=stratify, keep_test=keep_test,
+                      skip_bad=skip_bad)
 
 
 @data_app.command("cache")
 def data_cache(
     data: Path = typer.Option(..., "--data", help="Manifest of the images to cache."),
     out: Path = typer.Option(..., "--out", help="Cache root folder; one sub-folder per manifest hash and contract."),
-    contract: str = typer.Option("rfg", help="Preprocessing contract preset or a contract JSON file."),
+    contract: str = typer.Option("rfg", help=f"Preprocessing contract: a preset ({CONTRACT_PRESETS}) or a JSON file."),
     size: Optional[int] = typer.Option(None, help="Override the contract's image side."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (default: usable cores)."),
     force: bool = typer.Option(False, help="Rebuild even when a complete cache exists."),
@@ -102,57 +140,31 @@ def data_cache(
     _api().data_cache(data=data, out=out, contract=contract, size=size, workers=workers, force=force, skip_bad=skip_bad)
 
 
-# ----------------------------------------------------------------------------- pretrain, embed, probe
-
-
-@app.command("pretrain")
-def pretrain(
-    data: Optional[Path] = typer.Option(None, "--data", help="Manifest of the training images."),
-    out: Path = typer.Option(..., "--out", help="Run folder (with --resume: the run to continue)."),
-    recipe: Optional[str] = typer.Option(None, help="Pretraining recipe [default: token-reconstruction]."),
-    backbone: Optional[str] = typer.Option(None, help="Encoder architecture [default: vit_small_patch14_reg4_dinov2]."),
-    init: Optional[str] = typer.Option(None, "--init", "--init-from", help="Starting weights: random, a weights file, a greenfm run/export folder, or a hub name (a new run from weights only)."),
-    img_size: Optional[int] = typer.Option(None, help="Input side in pixels [default: 392]."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any other option (method:, train: sections)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [recipe default]."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    devices: Optional[int] = typer.Option(None, help="Devices (processes) per node for DDP."),
-    num_nodes: Optional[int] = typer.Option(None, help="Machines (with torchrun or SLURM)."),
-    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per device."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
-    skip_bad: bool = SKIP_BAD,
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out exactly."),
-) -> None:
-    """Continual pretraining of an image encoder (Token Reconstruction by default)."""
-    _api().pretrain(data=data, out=out, recipe=recipe, backbone=backbone, init=init, img_size=img_size, config=config,
-                    epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, devices=devices,
-                    num_nodes=num_nodes, precision=precision, num_workers=num_workers, seed=seed, cache=cache, skip_bad=skip_bad, resume=resume)
+# ----------------------------------------------------------------------------- embed, probe (pretrain: @verb in api)
 
 
 @app.command("embed")
 def embed(
-    model: str = typer.Option(..., "--model", help="Run folder, export folder, weights file or hub name."),
+    model: str = typer.Option(..., "--model", help="Run folder, export folder, weights file, hub name, or 'random' (a random init of --backbone, drawn from --seed: a baseline)."),
     data: Path = typer.Option(..., "--data", help="Manifest of the images to embed."),
     out: Path = typer.Option(..., "--out", help="Embeddings Parquet file to write."),
-    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
+    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file, hub name or 'random' (a timm name, or vit_tiny_test: greenfm's 64 px test ViT)."),
     img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
     pool: Optional[str] = typer.Option(None, help="mean-all-tokens (default for ViTs), mean-patch-tokens or cls."),
-    contract: Optional[str] = typer.Option(None, help="Preprocessing contract (default: the model's own)."),
+    contract: Optional[str] = typer.Option(None, help=f"Preprocessing contract: a preset ({CONTRACT_PRESETS}) or a JSON file (default: the model's own)."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), 32, bf16 or 16."),
     cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
-    num_workers: int = typer.Option(0, help="DataLoader workers."),
+    num_workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers (default: chosen from the machine: 0 on CPU, up to 4 on a GPU)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: the cores other jobs leave free; never more than OMP_NUM_THREADS)."),
+    seed: int = typer.Option(0, help="Seed of a random init (--model random)."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Embed every image of a manifest into a Parquet file (id, patient_id, path, vector)."""
     _api().embed(model=model, data=data, out=out, backbone=backbone, img_size=img_size, pool=pool, contract=contract,
                  batch_size=batch_size, device=device, precision=precision, cache=cache, num_workers=num_workers,
-                 skip_bad=skip_bad)
+                 threads=threads, seed=seed, skip_bad=skip_bad)
 
 
 @app.command("probe")
@@ -193,98 +205,7 @@ def label(
                  llm_model=llm_model, llm_api_key=llm_api_key, concurrency=concurrency, cache=cache, overwrite=overwrite)
 
 
-# ----------------------------------------------------------------------------- finetune, label efficiency
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _names(text: Optional[str]) -> Optional[list[str]]:
-    return [v.strip() for v in text.split(",") if v.strip()] if text else None
-
-
-@app.command("finetune")
-def finetune(
-    model: str = typer.Option(..., "--model", help="Pretrained run folder, export folder, weights file or hub name."),
-    data: Path = typer.Option(..., "--data", help="Manifest with train/val/test splits and finding columns."),
-    out: Path = typer.Option(..., "--out", help="Run folder."),
-    mode: str = typer.Option("lora", help="linear (head on frozen features), lora or full."),
-    preset: str = typer.Option("med-peft", help="LoRA preset: med-peft (Q and V of the fused qkv) or broad (qkv, proj, mlp)."),
-    rank: int = typer.Option(8, help="LoRA rank r."),
-    alpha: float = typer.Option(32, help="LoRA alpha (scaling alpha / r)."),
-    lora_dropout: float = typer.Option(0.1, help="Dropout on the LoRA input."),
-    layer_decay: float = typer.Option(0.65, help="Layer-wise learning-rate decay (1: off)."),
-    task: str = typer.Option("auto", help="auto, multilabel (BCE) or multiclass (cross-entropy)."),
-    findings: Optional[str] = typer.Option(None, help="Comma-separated finding columns (default: all)."),
-    pos_weight: Optional[str] = typer.Option(None, help="'balanced' for BCE pos_weight from train prevalence."),
-    balanced: bool = typer.Option(False, "--balanced-sampling", help="Sample label patterns evenly."),
-    label_fraction: float = typer.Option(1.0, help="Fraction of the train split used (nested, patient-grouped)."),
-    fraction_seed: int = typer.Option(0, help="Seed of the label-fraction draw."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
-    devices: Optional[int] = typer.Option(None, help="Devices for DDP."),
-    seed: Optional[int] = typer.Option(None, help="Training seed."),
-    contract: Optional[str] = typer.Option(None, help="Preprocessing contract (default: the model's own)."),
-    augment: str = typer.Option("auto", help="Training augmentation: auto, rfg, cxr, medpeft or none."),
-    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
-    img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
-    bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
-    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
-    skip_bad: bool = SKIP_BAD,
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-) -> None:
-    """Fine-tune with LoRA, a linear head or all weights; select by validation AUROC, test once."""
-    _api().finetune(model=model, data=data, out=out, mode=mode, preset=preset, rank=rank, alpha=alpha,
-                    lora_dropout=lora_dropout, layer_decay=layer_decay, task=task, findings=_names(findings),
-                    pos_weight=pos_weight, balanced=balanced, label_fraction=label_fraction,
-                    fraction_seed=fraction_seed, config=config, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                    lr=lr, precision=precision, devices=devices, seed=seed, contract=contract, augment=augment, backbone=backbone, img_size=img_size,
-                    bootstrap=bootstrap, cache=cache, skip_bad=skip_bad, resume=resume)
-
-
-@evaluate_app.command("label-efficiency")
-def evaluate_label_efficiency(
-    model: str = typer.Option(..., "--model", help="Pretrained run folder, export folder, weights file or hub name."),
-    data: Path = typer.Option(..., "--data", help="Manifest with train/val/test splits and finding columns."),
-    out: Path = typer.Option(..., "--out", help="Results folder (resumable: finished cells are kept)."),
-    fractions: str = typer.Option("0.01,0.1,1.0", help="Comma-separated label fractions of the train split."),
-    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (fraction draw and training)."),
-    modes: str = typer.Option("linear,lora,full", help="Comma-separated modes."),
-    linear_via: str = typer.Option("probe", help="linear mode as a logistic-regression probe on embeddings, or finetune."),
-    findings: Optional[str] = typer.Option(None, help="Comma-separated finding columns (default: all)."),
-    task: str = typer.Option("auto", help="auto, multilabel or multiclass."),
-    preset: str = typer.Option("med-peft", help="LoRA preset: med-peft or broad."),
-    rank: int = typer.Option(8, help="LoRA rank."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options for every fine-tune."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per fine-tuning cell."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps per fine-tuning cell."),
-    precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
-    devices: Optional[int] = typer.Option(None, help="Devices for DDP."),
-    pool: Optional[str] = typer.Option(None, help="Pooling of the linear probe's embeddings."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    bootstrap: int = typer.Option(1000, help="Patient-bootstrap resamples for the test CIs."),
-    backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file or hub name."),
-    img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
-    cache: Optional[Path] = typer.Option(None, help="Decode-once cache root."),
-    skip_bad: bool = SKIP_BAD,
-) -> None:
-    """Label-efficiency curves (linear vs LoRA vs full at 1/10/100% labels) with CIs, as CSV, JSON and a plot."""
-    _api().evaluate_label_efficiency(model=model, data=data, out=out, fractions=_floats(fractions), seeds=_ints(seeds),
-                                     modes=_names(modes), linear_via=linear_via, findings=_names(findings), task=task,
-                                     preset=preset, rank=rank, config=config, epochs=epochs, max_steps=max_steps,
-                                     precision=precision, devices=devices, pool=pool,
-                                     batch_size=batch_size, lr=lr, bootstrap=bootstrap,
-                                     backbone=backbone, img_size=img_size, cache=cache, skip_bad=skip_bad)
+# ----------------------------------------------------------------------------- evaluate (finetune, label-efficiency: @verb in api)
 
 
 @evaluate_app.command("compare")
@@ -292,8 +213,8 @@ def evaluate_compare(
     study_a: Path = typer.Argument(..., help="Label-efficiency study folder A (e.g. the starting model)."),
     study_b: Path = typer.Argument(..., help="Label-efficiency study folder B (e.g. the pretrained model)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for study_comparison.json and .csv."),
-    name_a: Optional[str] = typer.Option(None, help="Name of A in the table [default: its folder name]."),
-    name_b: Optional[str] = typer.Option(None, help="Name of B in the table [default: its folder name]."),
+    name_a: Optional[str] = typer.Option(None, help="Name of A in the table (default: its folder name)."),
+    name_b: Optional[str] = typer.Option(None, help="Name of B in the table (default: its folder name)."),
     bootstrap: int = typer.Option(1000, min=1, help="Shared patient-bootstrap resamples."),
     seed: int = typer.Option(0, help="Seed of the resamples."),
 ) -> None:
@@ -341,24 +262,42 @@ def demo(
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``greenfm`` console script."""
-    import click
-
+    before = list(logging.getLogger().handlers)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console handler made here: not records meant for
+        if handler not in before:  # a run's train.log only (the ledger, already printed as a table)
+            handler.addFilter(lambda record: not getattr(record, "file_only", False))
     try:
         code = app(args=argv, standalone_mode=False)
     except GreenfmError as err:
         typer.secho(f"error: {err}", err=True, fg="red")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except ABORT:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as err:
+    except EXIT as err:
+        sys.exit(err.exit_code)
+    except CLICK_ERROR as err:
         err.show()
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept (resume with --resume where the verb offers it)", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _both(name: str) -> tuple[type[BaseException], ...]:
+    """An exception class of click and of typer, whose recent versions carry their own copy of click."""
+    import typer.exceptions
+
+    classes = [getattr(click.exceptions, name)]
+    for module in (typer.exceptions, getattr(typer, "_click", None) and typer._click.exceptions):
+        if module is not None and hasattr(module, name):
+            classes.append(getattr(module, name))
+    return tuple(dict.fromkeys(classes))
+
+
+ABORT, EXIT, CLICK_ERROR = _both("Abort"), _both("Exit"), _both("ClickException")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ any subset of fields; explicit CLI options override it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from greenfm.errors import ConfigError
 
 C = TypeVar("C", bound="GreenfmConfig")
+
+
+class MustExist:
+    """Field marker: the value names a file or folder that must exist before any work starts."""
+
+
+ExistingPath = Annotated[str, MustExist()]
 
 
 class GreenfmConfig(BaseModel):
@@ -39,9 +46,81 @@ def build_config(cls: type[C], yaml_path: str | Path | None = None, /, **overrid
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or cls.__name__
         source = f"{yaml_path}: " if yaml_path else ""
+        if first["type"] == "missing":
+            raise ConfigError(f"{source}{cls.__name__} needs option '{where}' (on the command line or in --config)") from None
         raise ConfigError(
             f"{source}invalid {cls.__name__} option '{where}': {first['msg']} ({err.error_count()} problem(s))"
         ) from None
+
+
+def load_config(
+    cls: type[C],
+    config_file: str | Path | None = None,
+    /,
+    *,
+    sections: dict[str, type[GreenfmConfig]] | None = None,
+    **explicit: Any,
+) -> C:
+    """Build ``cls`` from a config file with the explicitly given options on top.
+
+    The file is a YAML mapping whose top-level keys are ``cls``'s fields; mapping
+    fields (``train:``, ``method:``) are sections, merged key by key with the explicit
+    ones. ``None`` means "not given". A key ``cls`` lacks is a one-line error naming it,
+    as is a key of a section that ``sections`` types (``{"train": TrainConfig}``).
+    """
+    values = read_config_file(cls, config_file, sections=sections) if config_file is not None else {}
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **{k: v for k, v in value.items() if v is not None}}
+        values[key] = value
+    unknown = sorted(set(values) - set(cls.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} option '{unknown[0]}'")
+    for key, section in (sections or {}).items():
+        check_section(values.get(key), key, section, "")
+    return build_config(cls, **values) if config_file is None else _build_from_file(cls, config_file, values)
+
+
+def read_config_file(
+    cls: type[GreenfmConfig], path: str | Path, *, sections: dict[str, type[GreenfmConfig]] | None = None
+) -> dict[str, Any]:
+    """A verb's config file: top-level keys are ``cls``'s fields, ``sections`` type some of its mappings."""
+    values = read_yaml(path)
+    for key, value in values.items():
+        if key not in cls.model_fields:
+            raise ConfigError(f"{path}: unknown key '{key}' (valid: {', '.join(cls.model_fields)})")
+        if key in (sections or {}):
+            check_section(value, key, sections[key], f"{path}: ")
+    return values
+
+
+def check_section(value: Any, key: str, section: type[GreenfmConfig], source: str) -> None:
+    """A typed section holds that type's fields only (a misspelt key must not be ignored)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}'{key}' must be a mapping of {section.__name__} options")
+    for name in value:
+        if name not in section.model_fields:
+            raise ConfigError(f"{source}unknown key '{key}.{name}' (not a {section.__name__} option)")
+
+
+def _build_from_file(cls: type[C], path: str | Path, values: dict[str, Any]) -> C:
+    try:
+        return build_config(cls, **values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def check_inputs(config: GreenfmConfig) -> None:
+    """Fail in one line when a field marked ``ExistingPath`` names nothing on disk."""
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        if value is not None and any(isinstance(m, MustExist) for m in field.metadata):
+            if not Path(value).expanduser().exists():
+                raise ConfigError(f"{value}: not found (option '{name}' must name an existing file or folder)")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from greenfm.adapt.classifier import ClassifierConfig, build_classifier
 from greenfm.adapt.finetune import BestEpochTracker, evaluate_split, finetune
-from greenfm.adapt.objective import ClassifierMethod, class_indices, masked_bce_with_logits, positive_weights
+from greenfm.adapt.objective import ClassifierMethod, class_indices, positive_weights
 from greenfm.adapt.sampling import balanced_sample_weights, balanced_sampler
+from greenfm.errors import BadInputError
+from greenfm.labeling.policies import policy_masked_bce
 
 
 def tiny_vit() -> torch.nn.Module:
@@ -74,7 +76,7 @@ def plain_fit(
 def test_masked_bce_ignores_unknown_and_uncertain_labels():
     logits = torch.randn(4, 3, requires_grad=True)
     labels = torch.tensor([[1, 0, float("nan")], [-1, 1, 0], [0, 0, 1], [float("nan"), -1, 1]])
-    loss = masked_bce_with_logits(logits, labels)
+    loss = policy_masked_bce(logits, labels)
     valid = torch.isfinite(labels) & (labels >= 0)
     expected = F.binary_cross_entropy_with_logits(logits[valid], labels[valid])
     torch.testing.assert_close(loss, expected)
@@ -84,7 +86,7 @@ def test_masked_bce_ignores_unknown_and_uncertain_labels():
 
 def test_a_batch_without_valid_labels_has_zero_loss_and_a_graph():
     logits = torch.randn(2, 2, requires_grad=True)
-    loss = masked_bce_with_logits(logits, torch.full((2, 2), float("nan")))
+    loss = policy_masked_bce(logits, torch.full((2, 2), float("nan")))
     assert loss.item() == 0.0
     loss.backward()
 
@@ -94,8 +96,19 @@ def test_pos_weight_up_weights_positives():
     np.testing.assert_allclose(positive_weights(labels), [3.0, 1.0])
     logits = torch.zeros(1, 2)
     target = torch.tensor([[1.0, 1.0]])
-    weighted = masked_bce_with_logits(logits, target, torch.tensor([3.0, 1.0]))
-    torch.testing.assert_close(weighted, 2 * masked_bce_with_logits(logits, target))
+    weighted = policy_masked_bce(logits, target, pos_weight=torch.tensor([3.0, 1.0]))
+    torch.testing.assert_close(weighted, 2 * policy_masked_bce(logits, target))
+
+
+def test_the_classifier_loss_applies_its_label_policy():
+    logits = torch.tensor([[3.0, -2.0]])
+    labels = torch.tensor([[-1.0, float("nan")]])
+    assert ClassifierMethod(torch.nn.Identity()).loss(logits, labels).item() == 0.0  # default: both masked
+    official = ClassifierMethod(torch.nn.Identity(), policy="official")
+    assert official.policy.name == "official"
+    torch.testing.assert_close(official.loss(logits, labels), F.binary_cross_entropy_with_logits(logits, torch.zeros(1, 2)))
+    with pytest.raises(BadInputError, match="multi-label"):
+        ClassifierMethod(torch.nn.Identity(), task="multiclass", policy="u-ones")
 
 
 def test_multiclass_targets_from_one_hot_rows_and_integers():

@@ -205,3 +205,23 @@ def test_breastmnist_raw_pixels_beat_chance(shared_data):
     table["patient_id"] = table["id"]  # MedMNIST has no patient ids: each image is its own patient
     result = run_probe(np.concatenate(xs), table, bootstrap=200)
     assert result.test["malignant"].auroc > 0.6
+
+
+def test_auto_reads_one_hot_columns_as_multiclass_like_finetune_and_reports_accuracy():
+    from greenfm.data.manifest import Manifest
+    from greenfm.data.tasks import resolve_task
+
+    table = make_table(findings=())
+    rng = np.random.default_rng(3)
+    grade = rng.integers(0, 3, len(table))
+    x = rng.normal(size=(len(table), 8))
+    x[np.arange(len(table)), grade] += 2.5
+    one_hot = table.assign(**{f"class_{k}": (grade == k).astype(float) for k in range(3)})
+    result = run_probe(x, one_hot, task="auto", bootstrap=0)
+    manifest = Manifest(one_hot.assign(path=[f"/x/{p}" for p in one_hot.path]), ["class_0", "class_1", "class_2"])
+    assert result.task == resolve_task(manifest, None, "auto")[0] == "multiclass"
+    c = result.classification
+    test = (table.split == "test").to_numpy()
+    assert c["n"] == int(test.sum()) and np.asarray(c["matrix"]).sum() == c["n"]
+    assert c["accuracy"] == pytest.approx(np.trace(np.asarray(c["matrix"])) / c["n"]) and c["accuracy"] > 0.6
+    assert "accuracy" in result.summary() and "test_classification" in result.to_dict()

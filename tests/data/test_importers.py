@@ -162,3 +162,13 @@ def test_refusals(tmp_path):
     with pytest.raises(BadInputError, match="cannot tell"):
         import_source(tmp_path / "empty", tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_auto_refuses_a_folder_of_dicom_and_nifti_rather_than_dropping_one(tmp_path, shared_data):
+    with pytest.raises(BadInputError, match="DICOM files and .* NIfTI volume.*--kind dicom or --kind nifti"):
+        import_source(shared_data / "volumes", tmp_path / "both.csv")
+
+
+def test_medmnist_import_records_the_modality(tmp_path, shared_data):
+    import_source(shared_data / "medmnist" / "pneumoniamnist_28.npz", tmp_path / "p.csv")
+    assert set(load_manifest(tmp_path / "p.csv", check_files=False).table["meta_modality"]) == {"xray"}

@@ -130,3 +130,19 @@ def test_missing_or_unreadable_manifest(tmp_path):
     assert "manifest not found" in _error(tmp_path / "absent.csv")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     assert "cannot be read as a table" in _error(tmp_path / "bad.parquet")
+
+
+def test_a_text_column_is_named_and_meta_is_suggested_even_with_skip_bad(tmp_path, images):
+    path = _write(tmp_path, _rows(4, view="PA"))
+    for kwargs in ({}, {"skip_bad": True}):
+        message = _error(path, **kwargs)
+        assert "column 'view'" in message and "meta_view" in message
+    renamed = _write(tmp_path, _rows(4, meta_view="PA"), "ok.csv")
+    assert load_manifest(renamed).findings == ["effusion"]
+
+
+def test_a_non_utf8_manifest_names_the_line_and_row(tmp_path, images):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("path,patient_id,effusion\nimg/0.png,p0,1\nimg/1.png,Zo\xe9,0\n".encode("latin-1"))
+    message = _error(path)
+    assert "not UTF-8" in message and "line 3 (data row 2)" in message and "0xe9" in message

@@ -42,7 +42,9 @@ def test_manifest_loads_with_greenfm_and_has_the_promised_columns(small_set):
     for name in CXR_FINDING_IDS:
         assert set(table[name].unique()) <= {1, 0, -1}
         assert set(table[f"meta_true_{name}"].unique()) <= {0, 1}
-        assert f"meta_size_{name}" in table and f"meta_conspicuity_{name}" in table
+        for column in ("size", "contrast", "reader_error"):
+            assert f"meta_{column}_{name}" in table
+    assert {"meta_reader_error", "meta_pixel_mm"} <= set(table.columns)
     assert table["id"].is_unique and table["path"].is_unique
     assert not table["path"].str.startswith("/").any()  # relative to the manifest
     assert (table["meta_site"] == "A").all()
@@ -89,6 +91,24 @@ def test_sites_change_acquisition_and_population(tmp_path):
     assert means["A"][2].startswith("cxrA-") and means["B"][2].startswith("cxrB-")
     assert means["B"][1] > 0.6 > 0.2 > means["A"][1]  # site B is mostly bedside AP films
     assert abs(means["A"][0] - means["B"][0]) > 3  # a different look-up table and field of view
+
+
+def test_reader_error_flips_labels_only_and_zero_gives_the_truth(tmp_path):
+    exact = generate_phantoms(tmp_path / "exact", n_patients=30, size=32, seed=4, reader_error=0.0)
+    noisy = generate_phantoms(tmp_path / "noisy", n_patients=30, size=32, seed=4, reader_error=0.3)
+    a, b = pd.read_csv(exact), pd.read_csv(noisy)
+    for name in CXR_FINDING_IDS:
+        assert (a[name] == a[f"meta_true_{name}"]).all()  # no reader error: labels are the pixel truth
+        assert (a[f"meta_reader_error_{name}"] == 0).all()
+        assert (b[f"meta_true_{name}"] == a[f"meta_true_{name}"]).all()
+        assert ((b[name] != b[f"meta_true_{name}"]) == b[f"meta_reader_error_{name}"].astype(bool)).all()
+    flipped = b[[f"meta_reader_error_{n}" for n in CXR_FINDING_IDS]].to_numpy()
+    assert 0.2 < flipped.mean() < 0.4 and (b["meta_reader_error"] == flipped.sum(axis=1)).all()
+    images = {k: v for k, v in digest(exact.parent).items() if k.endswith(".png")}
+    assert images == {k: v for k, v in digest(noisy.parent).items() if k.endswith(".png")}  # same pixels
+    assert json.loads((exact.parent / "phantoms.json").read_text())["reader_error"] == 0.0
+    with pytest.raises(ConfigError, match="reader_error"):
+        generate_phantoms(tmp_path / "bad", n_patients=1, reader_error=0.9)
 
 
 def test_custom_site_profile(tmp_path):

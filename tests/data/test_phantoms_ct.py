@@ -65,6 +65,21 @@ def test_findings_change_the_volume_where_drawn(base):
     assert np.count_nonzero((heart > 0) & (heart < 90)) > 1.15 * np.count_nonzero((volume > 0) & (volume < 90))
 
 
+def test_ct_findings_grow_with_their_recorded_size(base):
+    study, volume = base
+
+    def changed(**changes) -> int:
+        drawn = render_ct(replace(study, **changes), SITE, SIZE).astype(int)
+        return int(np.count_nonzero(np.abs(drawn - volume) > 100))
+
+    nodules = [changed(nodules=((-0.18, 0.02, 0.6, d, True),)) for d in (6.0, 12.0, 20.0)]
+    assert 0 < nodules[0] < nodules[1] < nodules[2]  # even the smallest is drawn
+    effusions = [changed(effusions=((-1, d),)) for d in (8.0, 30.0, 60.0)]
+    assert 0 < effusions[0] < effusions[1] < effusions[2]
+    consolidations = [changed(consolidations=((-0.18, 0.02, 0.5, r, 0.8),)) for r in (12.0, 20.0, 30.0)]
+    assert 0 < consolidations[0] < consolidations[1] < consolidations[2]
+
+
 def test_files_are_ras_nifti_with_spacing_and_byte_identical(tmp_path):
     a = generate_phantoms(tmp_path / "a", kind="ct", n_patients=2, size=48, seed=5)
     b = generate_phantoms(tmp_path / "b", kind="ct", n_patients=2, size=48, seed=5)
@@ -93,7 +108,15 @@ def test_course_prevalence_and_reports():
     assert truth.mean().max() < 0.5
     for name in CT_FINDING_IDS:
         assert set(table[name].unique()) <= {1, 0, -1}
-        assert (table.loc[table[name] == 1, f"meta_true_{name}"] == 1).all()
+        wrong = table[name] != table[f"meta_true_{name}"]
+        assert (wrong == table[f"meta_reader_error_{name}"].astype(bool)).all()  # labels = truth up to reader errors
+    assert table[[f"meta_reader_error_{n}" for n in CT_FINDING_IDS]].to_numpy().mean() < 0.08
+    for name in CT_FINDING_IDS:
+        drawn = table[f"meta_true_{name}"] == 1
+        assert table.loc[drawn, f"meta_size_{name}"].notna().all()
+        assert table.loc[~drawn, f"meta_size_{name}"].isna().all()
+        assert table.loc[drawn, f"meta_contrast_{name}"].notna().all()
+    assert table.loc[table["meta_true_lung_nodule"] == 1, "meta_size_lung_nodule"].min() >= 6.0
     nodules = table.loc[table["lung_nodule"] == 1, "report"]
     assert all(re.search(r"lobe", text) for text in nodules)
     emphysema = table.loc[table["emphysema"] == 1, "report"]

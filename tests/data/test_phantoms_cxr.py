@@ -65,17 +65,75 @@ def test_findings_are_drawn_where_they_belong():
     def diff(**changes):
         return render_cxr(replace(study, **changes), STILL, 128).astype(np.float32) - base
 
-    effusion = diff(effusions=((RIGHT, 60.0),))  # the patient's right = the image left
+    effusion = diff(effusions=((RIGHT, 60.0, 1.0),))  # the patient's right = the image left
     assert effusion[64:, :64].mean() > 5 * max(abs(effusion[64:, 64:].mean()), 0.2)
     assert effusion[64:, :64].mean() > 2 * max(effusion[:64, :64].mean(), 0.2)
-    pneumothorax = diff(pneumothorax=(LEFT, 35.0))
+    pneumothorax = diff(pneumothorax=(LEFT, 35.0, 1.0))
     assert pneumothorax[:64, 64:].mean() < -0.8 and abs(pneumothorax[:, :64]).mean() < 0.1  # lucent apex
-    nodule = diff(nodules=((-0.55 * an.half_width, an.apex_y + 80.0, 10.0, 0.9),))
-    assert nodule.max() > 12 and (np.abs(nodule) > 4).mean() < 0.01  # bright, small, localised
-    faint = diff(nodules=((-0.55 * an.half_width, an.apex_y + 80.0, 3.0, 0.3),))
-    assert faint.max() < nodule.max() / 3  # small faint nodules are subtle
+    assert pneumothorax[:64, 64:].max() > 10  # the pleural line and the denser collapsed lung
+    nodule = diff(nodules=((-0.55 * an.half_width, an.apex_y + 80.0, 20.0, 2.0),))
+    assert nodule.max() > 30 and (np.abs(nodule) > 4).mean() < 0.01  # bright, small, localised
+    assert np.abs(nodule[:, 64:]).max() == 0  # a finding changes only its own pixels
+    consolidation = diff(consolidations=((-0.5 * an.half_width, an.apex_y + 120.0, 30.0, 0.8, True),))
+    assert consolidation[:, :64].mean() > 1.5 and np.abs(consolidation[:, 64:]).max() == 0
     heart = diff(ctr=0.62)
     assert heart[64:110, 20:108].mean() > 2
+
+
+FINDING_EXTREMES = {  # (smallest and faintest, largest and densest) of each finding, as drawn
+    "cardiomegaly": ({"ctr": 0.53}, {"ctr": 0.68}),
+    "pleural_effusion": ({"effusions": ((RIGHT, 25.0, 0.75),)}, {"effusions": ((RIGHT, 120.0, 1.0),)}),
+    "pneumothorax": ({"pneumothorax": (LEFT, 20.0, 0.7)}, {"pneumothorax": (LEFT, 60.0, 1.0)}),
+    "consolidation": ({"consolidations": ((-70.0, -30.0, 18.0, 0.6, False),)},
+                      {"consolidations": ((-70.0, -30.0, 45.0, 1.0, False),)}),
+    "lung_nodule": ({"nodules": ((-75.0, -70.0, 15.0, 2.0),)}, {"nodules": ((-75.0, -70.0, 30.0, 4.0),)}),
+}
+
+
+@pytest.mark.parametrize("finding", CXR_FINDING_IDS)
+def test_every_finding_is_visible_at_64_px_and_grows_with_size(finding):
+    """Even the smallest, faintest drawn finding changes the 64 px image; larger ones change it more."""
+    small, large = FINDING_EXTREMES[finding]
+    for seed in (2, 5):
+        study = replace(normal_study(seed), ctr=0.44)
+        base = render_cxr(study, STILL, 64).astype(np.float32)
+        weak = np.abs(render_cxr(replace(study, **small), STILL, 64).astype(np.float32) - base)
+        strong = np.abs(render_cxr(replace(study, **large), STILL, 64).astype(np.float32) - base)
+        assert weak.max() >= 8, (finding, seed, weak.max())  # grey levels of 255
+        assert strong.sum() > 2 * weak.sum() and strong.max() >= weak.max(), finding
+
+
+def test_nodule_signal_grades_with_size_and_contrast():
+    study = normal_study(3)
+    base = render_cxr(study, STILL, 64).astype(np.float32)
+    signal = {}
+    for diameter in (15.0, 20.0, 30.0):
+        for contrast in (2.0, 4.0):
+            image = render_cxr(replace(study, nodules=((-75.0, -70.0, diameter, contrast),)), STILL, 64)
+            signal[diameter, contrast] = float(np.abs(image.astype(np.float32) - base).sum())
+    for contrast in (2.0, 4.0):
+        assert signal[15.0, contrast] < signal[20.0, contrast] < signal[30.0, contrast]
+    for diameter in (15.0, 20.0, 30.0):
+        assert signal[diameter, 2.0] < signal[diameter, 4.0]
+
+
+def test_pixel_truth_columns_follow_the_drawn_findings(cohort):
+    rows, _ = cohort
+    ranges = {"cardiomegaly": (0.5, 0.7), "pleural_effusion": (25.0, 120.0), "pneumothorax": (20.0, 60.0),
+              "consolidation": (36.0, 90.0), "lung_nodule": (15.0, 40.0)}
+    for name in CXR_FINDING_IDS:
+        drawn = [r for r in rows if r[f"meta_true_{name}"] == 1]
+        assert drawn, name
+        for r in rows:
+            assert (r[f"meta_size_{name}"] is None) == (r[f"meta_true_{name}"] == 0)
+            assert (r[f"meta_contrast_{name}"] is None) == (r[f"meta_true_{name}"] == 0)
+        sizes = np.array([r[f"meta_size_{name}"] for r in drawn])
+        assert sizes.min() >= ranges[name][0] and sizes.max() <= ranges[name][1], name
+        assert sizes.std() > 0.1 * sizes.mean() or name == "cardiomegaly"  # graded, not one size
+    normal = [r["meta_ctr"] for r in rows if r["meta_true_cardiomegaly"] == 0]
+    assert max(normal) < 0.5
+    nodules = [r["meta_size_lung_nodule"] / r["meta_pixel_mm"] for r in rows if r["meta_true_lung_nodule"]]
+    assert min(nodules) >= 2.0  # at least 2 px across at 64 px
 
 
 @pytest.fixture(scope="module")
@@ -106,22 +164,45 @@ def test_prevalence_correlation_and_course(cohort):
     assert persisted > 0
 
 
-def test_a_raw_pixel_probe_learns_some_findings_but_not_nodules(cohort):
+def test_a_raw_pixel_probe_learns_the_large_findings(cohort):
     """Logistic regression on 16 x 16 thumbnails, patient-grouped split, scored on the pixel truth.
 
-    Observed over seeds (~650 images at 64 px): cardiomegaly 0.80-0.90, pleural effusion
-    0.60-0.70, lung nodule 0.40-0.58. The bounds below leave room for that spread.
+    A linear probe on thumbnails is far weaker than a CNN (see
+    ``benchmarks/bench_phantom_learnability.py``); it separates cardiomegaly almost perfectly and
+    effusion and consolidation above chance.
     """
     rows, images = cohort
     thumbs = images.reshape(len(images), 16, 4, 16, 4).mean(axis=(2, 4)).reshape(len(images), -1) / 255.0
     patient = np.array([int(row["patient_id"][1:]) for row in rows])
     test = patient % 3 == 0
     auroc = {}
-    for name in ("cardiomegaly", "pleural_effusion", "lung_nodule"):
+    for name in ("cardiomegaly", "pleural_effusion", "consolidation"):
         y = np.array([row[f"meta_true_{name}"] for row in rows])
         probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
         probe.fit(thumbs[~test], y[~test])
         auroc[name] = roc_auc_score(y[test], probe.predict_proba(thumbs[test])[:, 1])
-    assert auroc["cardiomegaly"] > 0.7, auroc
-    assert auroc["pleural_effusion"] > 0.55, auroc
-    assert auroc["lung_nodule"] < 0.75, auroc
+    # Observed at seed 0: cardiomegaly 0.99, pleural effusion 0.66, consolidation 0.66.
+    assert auroc["cardiomegaly"] > 0.9, auroc
+    assert auroc["pleural_effusion"] > 0.58, auroc
+    assert auroc["consolidation"] > 0.58, auroc
+
+
+def test_site_b_acquisition_differs_as_documented():
+    """Site B: larger field (smaller anatomy), more quantum and electronic noise, more blur, flatter curve."""
+    a, b = get_site("A"), get_site("B")
+    assert b.field_of_view_mm / a.field_of_view_mm > 1.1 and b.quanta_per_mm2 < a.quanta_per_mm2 / 4
+    assert b.blur_mm > 2 * a.blur_mm and b.contrast < a.contrast and b.gamma < a.gamma
+    study = normal_study(4)
+
+    def fine_detail(site) -> float:  # high-pass energy: noise adds to it, blur removes it
+        image = render_cxr(study, site, 128).astype(np.float32)
+        return float(np.abs(np.diff(image, axis=1)).mean())
+
+    base = fine_detail(STILL)
+    assert fine_detail(replace(STILL, quanta_per_mm2=b.quanta_per_mm2, electronic_noise=b.electronic_noise)) > base
+    assert fine_detail(replace(STILL, blur_mm=b.blur_mm)) < base
+    rows, _ = records(6, 64, site="B")
+    rows_a, _ = records(6, 64, site="A")
+    ratio = np.mean([r["meta_pixel_mm"] for r in rows]) / np.mean([r["meta_pixel_mm"] for r in rows_a])
+    assert 1.05 < ratio < 1.35
+

@@ -29,9 +29,11 @@ HEDGES = r"possibl|cannot be|questionable|may |equivocal|versus|borderline|upper
 @pytest.fixture(scope="module")
 def rows():
     out = []
+    # A high reader-error rate, so that misses, hedges and false findings are all exercised.
     for i in range(110):
         rng = np.random.default_rng([7, i])
-        out += [row for row, _ in cxr_patient(rng, f"p{i}", int(rng.integers(1, 5)), get_site("B"), 32)]
+        out += [row for row, _ in cxr_patient(rng, f"p{i}", int(rng.integers(1, 5)), get_site("B"), 32,
+                                               reader_error=0.2)]
     return out
 
 
@@ -41,7 +43,8 @@ def test_positive_labels_are_stated_in_the_report(rows):
         assert positives, name
         for row in positives:
             assert re.search(MENTIONS[name], row["report"], re.I), (name, row["report"])
-            assert row[f"meta_true_{name}"] == 1  # a definite statement is never wrong
+            # A definite statement is wrong only where a reader error is flagged.
+            assert row[f"meta_true_{name}"] == 1 or row[f"meta_reader_error_{name}"] == 1
 
 
 def test_hedged_labels_come_with_hedging_words_and_include_false_alarms(rows):
@@ -50,7 +53,8 @@ def test_hedged_labels_come_with_hedging_words_and_include_false_alarms(rows):
     for row, name in hedged:
         assert re.search(HEDGES, row["report"], re.I), (name, row["report"])
     truths = {row[f"meta_true_{name}"] for row, name in hedged}
-    assert truths == {0, 1}  # hedges on subtle lesions and on mimics
+    assert truths == {0, 1}  # hedges on drawn lesions and on mimics
+    assert all(row[f"meta_reader_error_{name}"] == 1 for row, name in hedged)  # every hedge is a reader error
 
 
 def test_negations_for_absent_findings(rows):
@@ -60,17 +64,22 @@ def test_negations_for_absent_findings(rows):
         assert all(r[name] == 0 for r in negated)
     clear = [r for r in rows if re.search(r"\blungs are clear|clear lungs", r["report"], re.I)]
     assert clear and all(r["consolidation"] == 0 and r["lung_nodule"] == 0 for r in clear)
-    normal = [r for r in rows if all(r[f"meta_true_{n}"] == 0 for n in CXR_FINDING_IDS)]
+    normal = [r for r in rows if all(r[f"meta_true_{n}"] == 0 for n in CXR_FINDING_IDS) and not r["meta_reader_error"]]
     assert sum("No acute" in r["report"] or "Normal chest" in r["report"] for r in normal) > len(normal) / 3
 
 
-def test_some_subtle_lesions_are_missed_but_obvious_ones_are_not(rows):
+def test_labels_equal_the_truth_except_for_flagged_reader_errors(rows):
     missed = [r for r in rows for n in CXR_FINDING_IDS if r[f"meta_true_{n}"] == 1 and r[n] == 0]
-    assert missed  # a realistic reader misses a few faint lesions ...
+    assert missed  # the reader misses some drawn lesions ...
     for r in rows:
+        flagged = 0
         for n in CXR_FINDING_IDS:
-            if r[f"meta_true_{n}"] == 1 and r[n] == 0:
-                assert r[f"meta_conspicuity_{n}"] < 0.25  # ... but only faint ones
+            wrong = r[n] != r[f"meta_true_{n}"]
+            assert wrong == bool(r[f"meta_reader_error_{n}"]), (n, r)  # ... and every miss is flagged
+            flagged += wrong
+        assert r["meta_reader_error"] == flagged
+    rate = np.mean([r[f"meta_reader_error_{n}"] for r in rows for n in CXR_FINDING_IDS])
+    assert 0.13 < rate < 0.27  # the configured rate, 0.2
 
 
 def test_laterality_size_words_variety_and_comparisons(rows):
@@ -89,12 +98,20 @@ def test_laterality_size_words_variety_and_comparisons(rows):
 
 def test_reader_rule_and_report_for_handmade_readings():
     rng = np.random.default_rng(0)
-    obvious = Lesion("pleural_effusion", side="left", grade="large", size_mm=90, conspicuity=1.0)
-    statuses = {read_finding(rng, "pleural_effusion", [obvious]).status for _ in range(200)}
-    assert "present" in statuses and "absent" not in statuses
-    faint = Lesion("lung_nodule", side="right", zone="upper", grade="faint", size_mm=3, conspicuity=0.05)
-    statuses = [read_finding(rng, "lung_nodule", [faint]).status for _ in range(400)]
+    obvious = Lesion("pleural_effusion", side="left", grade="large", size_mm=90, contrast=1.0)
+    statuses = {read_finding(rng, "pleural_effusion", [obvious], reader_error=0.0).status for _ in range(200)}
+    assert statuses == {"present"}  # no reader error: the truth
+    assert {read_finding(rng, "pleural_effusion", [], reader_error=0.0, mimic=obvious).status
+            for _ in range(200)} == {"absent"}
+    faint = Lesion("lung_nodule", side="right", zone="upper", grade="faint", size_mm=13, contrast=0.8)
+    statuses = [read_finding(rng, "lung_nodule", [faint], reader_error=0.3).status for _ in range(600)]
     assert {"present", "uncertain", "absent"} <= set(statuses)
+    assert 0.22 < np.mean([s != "present" for s in statuses]) < 0.38
+    # The stream advances by the same two draws whatever the rate, so images do not depend on it.
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    read_finding(a, "lung_nodule", [faint], reader_error=0.0)
+    read_finding(b, "lung_nodule", [faint], reader_error=1.0)
+    assert a.random() == b.random()
     readings = {name: Reading(name, "absent") for name in CXR_FINDING_IDS}
     readings["lung_nodule"] = Reading("lung_nodule", "uncertain", (faint,))
     text, marked = write_report(rng, readings, CXR_STYLE, ReportContext())

@@ -78,9 +78,10 @@ def test_nested_fractions_are_nested_group_aware_and_counted():
         assert not set(chosen["patient_id"]) & set(outside["patient_id"])  # whole patients only
         counts = next(c for c in plan.counts if c["fraction"] == f)
         assert counts["n_images"] == len(chosen) and counts["n_patients"] == chosen["patient_id"].nunique()
-        assert counts["n_images"] == pytest.approx(f * len(train), rel=0.5, abs=15)
+        assert counts["n_patients"] == max(1, int(f * train["patient_id"].nunique() + 0.5))  # a share of patients
         for finding in ("common", "rare", "very_rare"):
-            assert counts[f"positives_{finding}"] == int((chosen[finding] == 1).sum()) >= 1
+            assert counts[f"positives_{finding}"] == int((chosen[finding] == 1).sum())
+            assert f < 0.1 or counts[f"positives_{finding}"] >= 1
     assert plan.ids[0.01] == train["id"].iloc[plan.rows[0.01]].tolist()
     assert "0.01:" in plan.summary() and plan.to_dict()["rows"]["0.01"] == plan.rows[0.01].tolist()
 
@@ -124,3 +125,39 @@ def test_real_cohort_split_is_patient_level(shared_data):
     assert set(out["split"]) == {"train", "val", "test"}
     plan = nested_label_fractions(out[out.split == "train"], (0.1, 1.0), seed=0)
     assert plan.counts[0]["positives_covid"] >= 1
+
+
+def test_a_fraction_is_a_share_of_patients_whatever_else_is_asked_and_repeats_are_flagged():
+    train = cohort(n_images=800, n_patients=300)
+    for finding in ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"):  # 14 findings
+        train[finding] = (np.random.default_rng(len(finding) + ord(finding)).random(len(train)) < 0.05).astype(float)
+    with pytest.warns(UserWarning):
+        study = nested_label_fractions(train, (0.01, 0.02, 0.1, 1.0), seed=0)
+    alone = nested_label_fractions(train, (0.1,), seed=0)
+    assert np.array_equal(study.rows[0.1], alone.rows[0.1])  # finetune --label-fraction 0.1 == the study's 10%
+    counts = {c["fraction"]: c for c in study.counts}
+    n = train["patient_id"].nunique()
+    assert counts[0.01]["n_patients"] == int(0.01 * n + 0.5) and counts[0.1]["n_patients"] == int(0.1 * n + 0.5)
+    assert counts[0.01]["n_images"] < counts[0.1]["n_images"] < counts[1.0]["n_images"]
+    assert "same_subset_as" not in counts[0.1]
+    with pytest.warns(UserWarning, match="are the same"):
+        tiny = nested_label_fractions(train, (0.01, 0.012), seed=0)
+    assert tiny.counts[1]["same_subset_as"] == 0.01 and "the same subset as 0.01" in tiny.summary()
+
+
+def test_keep_test_carves_val_out_of_train_only(tmp_path):
+    table = cohort(n_images=300, n_patients=120).drop(columns=["id"])
+    table = patient_grouped_split(table, val=0.0, test=0.25, seed=1)
+    table["split"] = table["split"].replace({"val": "train"})
+    for p in table["path"]:
+        (tmp_path / p).write_bytes(b"")
+    table.to_csv(tmp_path / "given.csv", index=False)
+    kept = split_manifest(load_manifest(tmp_path / "given.csv", check_files=False), tmp_path / "kept.csv",
+                          val=0.1, seed=0, keep_test=True)
+    given_test = table["split"].to_numpy() == "test"
+    assert (kept.table["split"].to_numpy()[given_test] == "test").all()
+    assert set(kept.table["split"][~given_test]) == {"train", "val"}
+    assert_no_patient_leakage(kept.table)
+    with pytest.raises(ConfigError, match="keep-test"):
+        split_manifest(load_manifest(tmp_path / "kept.csv", check_files=False).subset(~given_test),
+                       tmp_path / "x.csv", keep_test=True)

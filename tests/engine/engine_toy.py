@@ -1,6 +1,6 @@
 """A tiny regression method and data set for engine tests; also a script (for kill and torchrun tests).
 
-python engine_toy.py RUN_DIR '{"epochs": 2, ...}' [--resume] [--sleep S] [--n N]
+python engine_toy.py RUN_DIR '{"epochs": 2, ...}' [--resume] [--sleep S] [--n N] [--no-augment]
 """
 
 from __future__ import annotations
@@ -100,11 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--no-augment", action="store_true")
     args = parser.parse_args(argv)
     from greenfm.engine import TrainConfig, fit
 
     config = TrainConfig(**json.loads(args.config))
-    result = fit(ToyMethod(), ToyData(args.n, sleep=args.sleep), config, args.run_dir, resume=args.resume)
+    data = ToyData(args.n, sleep=args.sleep, augment=not args.no_augment)
+    result = fit(ToyMethod(), data, config, args.run_dir, resume=args.resume)
     if result.compute:
         Path(args.run_dir, "done").write_text(str(result.steps))
 

@@ -91,3 +91,23 @@ def test_method_groups_with_lr_scale_and_absolute_lr_follow_the_schedule():
     net.optimizer_groups = lambda wd: [{"params": [net.body.weight]}, {"params": [net.body.weight]}]
     with pytest.raises(ConfigError, match="two groups"):
         build_optimizer(net, config)
+
+
+def test_fewer_epochs_rescale_the_recipe_schedule_so_the_lr_anneals():
+    from greenfm.engine.optim import describe_schedule, fit_schedule_to_run
+    from greenfm.methods.token_reconstruction import default_train_config
+
+    merged = fit_schedule_to_run(default_train_config(), {"epochs": 30, "lr": 1e-3})
+    assert (merged["t_initial"], merged["warmup"]) == (30, 3)
+    config = TrainConfig(**{k: v for k, v in merged.items() if k in TrainConfig.model_fields})
+    lrs = _lrs(config, 30)
+    assert lrs[-1] < 1e-5  # annealed (was 8e-4 with the recipe's 100-epoch horizon)
+    assert "at epoch 30 of the run's 30" in describe_schedule(config, total_steps=300, steps_per_epoch=10)
+    # pinned values stay; the official 120/100 quirk keeps its shape
+    pinned = fit_schedule_to_run(default_train_config(), {"epochs": 30, "t_initial": 100, "warmup": 10})
+    assert (pinned["t_initial"], pinned["warmup"]) == (100, 10)
+    official = fit_schedule_to_run(default_train_config(reproduce_official=True), {"epochs": 60})
+    assert (official["t_initial"], official["warmup"]) == (50, 5)
+    assert fit_schedule_to_run(default_train_config(), {}) == default_train_config()
+    per_step = fit_schedule_to_run(default_train_config(), {"epochs": 30, "schedule_interval": "step"})
+    assert per_step["t_initial"] is None  # an epoch horizon is not read as steps

@@ -72,7 +72,7 @@ def test_writes_a_new_manifest_with_labels_evidence_and_record(manifest, tmp_pat
     assert rates.loc["cardiomegaly", "failure_rate"] == pytest.approx(2 / 6)
     assert rates.loc["cardiomegaly", "prevalence"] == pytest.approx(1 / 4)
     assert rates.loc["pneumonia", "uncertain_rate"] == pytest.approx(1 / 4)
-    assert "labeled 6 reports" in summary.to_text()
+    assert "labeled 4 of 6 reports" in summary.to_text()
 
 
 def test_refuses_to_overwrite(manifest, tmp_path):

@@ -13,6 +13,7 @@ from greenfm.labeling import (
     label_policy,
     masked_bce_with_logits,
 )
+from greenfm.labeling.policies import PRESETS, policy_masked_bce
 
 NAN = np.nan
 LABELS = np.array([[1, 0, -1, NAN], [0, -1, NAN, 1]], dtype=np.float32)
@@ -73,3 +74,36 @@ def test_masked_bce_ignores_masked_entries():
 def test_masked_bce_with_nothing_valid_is_zero_not_nan():
     loss = masked_bce_with_logits(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
     assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("policy", ["default", "official", "u-ones", "u-soft", {"uncertain": "mask", "missing": "soft"}])
+def test_tensors_get_what_arrays_get(policy):
+    t, v = apply_policy(torch.tensor(LABELS), policy)
+    t_np, v_np = apply_policy(LABELS, policy)
+    np.testing.assert_array_equal(t.numpy(), t_np)
+    np.testing.assert_array_equal(v.numpy(), v_np)
+
+
+def test_a_tensor_outside_the_unit_interval_raises_like_an_array():
+    labels = torch.tensor(LABELS)
+    labels[1, 0] = 2.0
+    with pytest.raises(BadInputError, match="row 1, column 0"):
+        apply_policy(labels, "default")
+
+
+def test_the_policy_bce_is_the_masked_bce_after_the_policy():
+    logits = torch.tensor([[2.0, -1.0, 0.5, -0.5], [0.3, 1.0, -2.0, 4.0]])
+    for policy in ("default", "official", "u-soft"):
+        targets, valid = apply_policy(torch.tensor(LABELS), policy)
+        torch.testing.assert_close(policy_masked_bce(logits, torch.tensor(LABELS), policy),
+                                   masked_bce_with_logits(logits, targets, valid))  # fmt: skip
+    weighted = policy_masked_bce(logits, torch.tensor(LABELS), pos_weight=torch.tensor([2.0, 1.0, 1.0, 1.0]))
+    assert weighted > policy_masked_bce(logits, torch.tensor(LABELS))  # the one weighted positive counts double
+
+
+def test_a_policy_is_recorded_by_a_name_that_gives_it_back():
+    for name, policy in PRESETS.items():
+        assert label_policy(policy.name) == policy and (policy.name == name or name == "mask")
+    assert label_policy("mask").name == "default"  # an alias records as the preset it names
+    custom = LabelPolicy(uncertain="soft", missing="zeros")
+    assert custom.name == "uncertain=soft,missing=zeros" and label_policy(custom.name) == custom

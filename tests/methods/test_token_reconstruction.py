@@ -163,7 +163,7 @@ def test_config_is_validated_and_needs_a_vit():
         TokenReconstruction(create_encoder("resnet18"))
     assert TokenReconstructionConfig().model_dump() == {
         "noise_std": 0.2, "mask_max": 1 / 3, "clean_last": True, "learn_mask_token": False,
-        "projector": True, "layerscale_init": 1e-5,
+        "projector": True, "layerscale_init": 1e-5, "clean_scope": "global-batch", "reproduce_official": False,
     }
 
 

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from greenfm.errors import BadInputError, ConfigError, GreenfmError
-from greenfm.workflows.finetune import build_train_config, default_batch_size, epoch_repeats, run_finetune
-from greenfm.workflows.finetune_data import trainable_findings
+from greenfm.workflows.finetune import run_finetune
 
 TINY = {"model": "random", "backbone": "vit_tiny_test", "epochs": 2, "bootstrap": 50}
 
@@ -61,33 +60,11 @@ def test_label_fraction_keeps_whole_patients_of_train_only(phantom_split, cache_
     used = train[train["id"].isin(plan["ids"]["0.3"])]
     assert record["n_train_images"] == len(used) < len(train)
     assert record["n_train_patients"] == used["patient_id"].nunique()
+    assert record["label_policy"] == "default"  # uncertain and unknown labels masked in the loss
     assert len(train[train["patient_id"].isin(used["patient_id"])]) == len(used)  # whole patients
     assert any(f"training on {len(used)} images" in line for line in lines)
     test_rows = pd.read_parquet(tmp_path / "half" / "predictions.parquet").query("split == 'test'")
     assert test_rows["id"].nunique() == int((table["split"] == "test").sum())  # test never reduced
-
-
-def test_defaults_follow_med_peft_and_shrink_with_the_data():
-    big, small = build_train_config("lora", 4000), build_train_config("lora", 20)
-    assert big.batch_size == 64 and big.lr == pytest.approx(3e-3 * 64 / 256) and big.min_lr == 1e-6
-    assert big.weight_decay == 0.05 and big.schedule == "cosine" and big.schedule_interval == "step"
-    steps = -(-4000 // 64)
-    assert big.warmup == min(5 * steps, int(0.1 * big.epochs * steps))
-    assert small.batch_size == default_batch_size(20) == 8
-    assert epoch_repeats(20) == 4 and small.epochs * (4 * 20 // 8) >= 300  # 20 images, 10 steps an epoch
-    assert build_train_config("lora", 4000, {"max_steps": 130}).epochs == 3
-    assert build_train_config("full", 4000).lr < big.lr < build_train_config("linear", 4000).lr
-    assert build_train_config("full", 4000, {"lr": 1e-3, "epochs": 3}).lr == 1e-3
-
-
-def test_findings_a_subset_cannot_teach_are_skipped_and_counted():
-    labels = np.array([[1, 0, np.nan, 1], [0, 0, np.nan, 1], [1, 0, np.nan, -1]], dtype=float)
-    kept, skipped = trainable_findings(labels, ["a", "b", "c", "d"], "multilabel")
-    assert kept == ["a"]
-    assert skipped == {"b": "no positive in train (3 negatives)", "c": "no labels in train",
-                       "d": "only one class in train (2 positives, no negative)"}  # fmt: skip
-    with pytest.raises(BadInputError, match="two classes"):
-        trainable_findings(np.array([[1, 0], [1, 0]], dtype=float), ["x", "y"], "multiclass")
 
 
 def _with_columns(phantom_split, tmp_path, **columns):

@@ -28,6 +28,8 @@ from greenfm.adapt.classifier import ClassifierConfig, ViTClassifier, build_clas
 from greenfm.adapt.objective import ClassifierMethod, Task, class_indices, positive_weights
 from greenfm.adapt.sampling import balanced_sampler
 from greenfm.errors import ConfigError
+from greenfm.io_safety import plain_file_mode
+from greenfm.labeling.policies import LabelPolicy
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +207,7 @@ def finetune(
     task: Task = "multilabel",
     names: Sequence[str] | None = None,
     pos_weight: np.ndarray | str | None = None,
+    label_policy: str | dict | LabelPolicy | None = None,
     balanced: bool = False,
     resume: bool | str = False,
     run_record: dict[str, Any] | None = None,
@@ -218,7 +221,9 @@ def finetune(
     """Fine-tune ``backbone`` (a timm ViT, or an encoder whose ``.model`` is one).
 
     ``pos_weight``: an (K,) array, ``"balanced"`` (negatives / positives per finding on
-    ``train``) or None. ``balanced``: draw training images through a
+    ``train``) or None. ``label_policy``: how uncertain (-1) and unknown labels enter the
+    BCE (``greenfm.labeling.policies``; default: masked), recorded by name in the run
+    record (None for multi-class). ``balanced``: draw training images through a
     ``WeightedRandomSampler`` over label combinations. ``run_record`` (JSON-safe facts
     such as the contract and manifest hash) is stored with checkpoints and exports.
     ``fit`` defaults to ``greenfm.engine.fit``; tests pass a plain loop.
@@ -238,11 +243,12 @@ def finetune(
         if pos_weight != "balanced":
             raise ConfigError(f"pos_weight must be 'balanced', an array or None, not {pos_weight!r}")
         pos_weight = positive_weights(dataset_labels(train))
-    method = ClassifierMethod(model, task=task, pos_weight=pos_weight)
+    method = ClassifierMethod(model, task=task, pos_weight=pos_weight, policy=label_policy)
 
     counts = model.parameter_counts()
     echo(format_parameter_counts(counts, model.config))
-    record = {"method": "finetune", "task": task, "classifier": model.config.to_dict(), "parameters": counts}
+    record = {"method": "finetune", "task": task, "classifier": model.config.to_dict(), "parameters": counts,
+              "label_policy": method.policy.name if task == "multilabel" else None}  # fmt: skip
     record.update(run_record or {})
 
     options: dict[str, Any] = {"run_record": record, "resume": resume}
@@ -316,6 +322,7 @@ def _export(method: ClassifierMethod, path: Path, record: dict[str, Any]) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_model(method.export_model(), str(tmp), metadata={"greenfm": json.dumps(_json_safe(record), default=str)})
+    plain_file_mode(tmp)  # safetensors writes 0600
     tmp.replace(path)
     return path
 

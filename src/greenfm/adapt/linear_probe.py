@@ -40,9 +40,10 @@ import greenfm
 from greenfm.config import GreenfmConfig, build_config
 from greenfm.data.embeddings import Embeddings, align_embeddings, read_embeddings
 from greenfm.data.manifest import Manifest, assert_no_patient_leakage, finding_columns, load_manifest
+from greenfm.data.tasks import is_one_hot
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.evaluate.bootstrap import attach_intervals, bootstrap_columns, patient_resample_counts
-from greenfm.evaluate.metrics import BinaryColumns, BootstrapInfo, FindingMetrics, Metrics, json_safe, score_columns
+from greenfm.evaluate.metrics import BinaryColumns, BootstrapInfo, FindingMetrics, Metrics, clip, json_safe, score_columns
 
 PROTOCOLS = ("retfound-green", "tuned")
 _ALIASES = {"rfg": "retfound-green"}
@@ -103,6 +104,7 @@ class ProbeResult:
     val_macro_auroc_by_c: dict[str, float | None]
     predictions: pd.DataFrame = field(repr=False)
     sources: dict[str, Any] = field(default_factory=dict)
+    classification: dict[str, Any] | None = None  # multi-class: test accuracy and confusion matrix
 
     @property
     def macro_auroc(self) -> float | None:
@@ -122,6 +124,7 @@ class ProbeResult:
                 "sources": self.sources,
                 "test": self.test.to_dict(),
                 "val": self.val.to_dict() if self.val is not None else None,
+                **({"test_classification": self.classification} if self.classification else {}),
             }
         )
 
@@ -135,7 +138,16 @@ class ProbeResult:
 
     def summary(self) -> str:
         """A short plain-text table of the test metrics for the terminal."""
-        return f"{self.protocol} probe, {self.task}, test split\n" + self.test.summary()
+        text = f"{self.protocol} probe, {self.task}, test split\n" + self.test.summary()
+        if self.classification:
+            c = self.classification
+            width = max(len(n) for n in c["classes"]) + 2
+            rows = [f"accuracy {c['accuracy']:.3f} ({c['correct']} of {c['n']} test images); confusion matrix "
+                    "(rows: true class, columns: predicted)",
+                    " " * width + "".join(f"{clip(n, 10):>11}" for n in c["classes"])]  # fmt: skip
+            rows += [f"{n:<{width}}" + "".join(f"{v:>11}" for v in row) for n, row in zip(c["classes"], c["matrix"])]
+            text += "\n" + "\n".join(rows)
+        return text
 
     @property
     def protocol(self) -> str:
@@ -260,7 +272,22 @@ def run_probe(
         counts=counts,
         val_macro_auroc_by_c={f"{c:g}": v for c, v in fitted.val_macro_auroc_by_c.items()},
         predictions=_predictions(table, split, task_name, y, scores, names, fitted.skipped),
+        classification=_classification(y[test], scores[test], names) if task_name == "multiclass" else None,
     )
+
+
+def _classification(y: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, Any] | None:
+    """Accuracy (arg-max class) and the confusion matrix over the test rows that have a class."""
+    from sklearn.metrics import confusion_matrix
+
+    rows = np.isfinite(y)
+    if not rows.any():
+        return None
+    true, predicted = y[rows].astype(int), np.nan_to_num(scores[rows], nan=-np.inf).argmax(axis=1)
+    matrix = confusion_matrix(true, predicted, labels=list(range(len(names))))
+    correct = int((true == predicted).sum())
+    return {"accuracy": correct / len(true), "correct": correct, "n": int(len(true)), "classes": list(names),
+            "matrix": matrix.tolist()}  # fmt: skip
 
 
 def probe(
@@ -330,8 +357,10 @@ def prepare_targets(
     """(task, y, names, rows without a class): y is (N,) class indices or (N, K) labels.
 
     ``auto``: one column holding integers beyond 0/1 is multi-class; one column is
-    binary; several are multi-label. ``multiclass`` over several columns reads them
-    as one-hot: a row with exactly one 1 has that class, any other row none.
+    binary; several columns are multi-class when every row is one-hot (the rule
+    fine-tuning uses, ``greenfm.data.tasks.is_one_hot``), else multi-label.
+    ``multiclass`` over several columns reads them as one-hot: a row with exactly one 1
+    has that class, any other row none.
     """
     available = finding_columns(table)
     names = list(findings) if findings else available
@@ -344,7 +373,10 @@ def prepare_targets(
     labelled = np.isfinite(values) & (values >= 0)
     if task == "auto":
         multi_valued = len(names) == 1 and np.isin(values[labelled], [0, 1], invert=True).any()
-        task = "multiclass" if multi_valued else ("binary" if len(names) == 1 else "multilabel")
+        if multi_valued or is_one_hot(values):
+            task = "multiclass"
+        else:
+            task = "binary" if len(names) == 1 else "multilabel"
     if task in ("binary", "multilabel"):
         if task == "binary" and len(names) != 1:
             raise BadInputError(f"task 'binary' needs one finding, got {len(names)}: {names}")

@@ -1,7 +1,8 @@
 """``ClassifierMethod``: the supervised fine-tuning objective the engine trains.
 
-Multi-label: binary cross-entropy with logits per finding, averaged over the
-*valid* labels only; unknown (NaN) and uncertain (-1) labels contribute nothing
+Multi-label: binary cross-entropy with logits per finding after the run's label
+policy (``greenfm.labeling.policies.policy_masked_bce``), averaged over the labels
+that count; by default unknown (NaN) and uncertain (-1) labels contribute nothing
 (counting -1 as a BCE target is a known bug in some official code, METHODS
 quirks). Multi-class: cross-entropy over one-hot label rows (or integer labels);
 rows that are not exactly one-hot are ignored. Optional ``pos_weight`` (K,)
@@ -18,23 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from greenfm.errors import BadInputError
+from greenfm.labeling.policies import LabelPolicy, label_policy, policy_masked_bce, valid_label_mask
 
 Task = Literal["multilabel", "multiclass"]
-
-
-def valid_label_mask(labels: torch.Tensor) -> torch.Tensor:
-    """True where a label is 0 or 1 (not NaN = unknown, not -1 = uncertain)."""
-    return torch.isfinite(labels) & (labels >= 0)
-
-
-def masked_bce_with_logits(
-    logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean BCE-with-logits over valid labels; 0 (with a graph) when a batch has none."""
-    valid = valid_label_mask(labels)
-    targets = torch.where(valid, labels, torch.zeros_like(labels)).to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
-    return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
 def class_indices(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -62,10 +49,14 @@ class ClassifierMethod(nn.Module):
 
     ``training_step(batch)`` reads ``batch["image"]`` (B, C, H, W) and ``batch["labels"]``
     (B, K) and returns ``{"loss": ...}``. ``optimizer_groups`` and ``export_model``
-    delegate to the model when it has them.
+    delegate to the model when it has them. ``policy`` (a ``LabelPolicy``, preset name
+    or spec; default: mask uncertain and unknown) says how -1 and NaN enter the BCE.
     """
 
-    def __init__(self, model: nn.Module, *, task: Task = "multilabel", pos_weight=None):
+    def __init__(
+        self, model: nn.Module, *, task: Task = "multilabel", pos_weight=None,
+        policy: str | dict | LabelPolicy | None = None,
+    ):  # fmt: skip
         super().__init__()
         if task not in ("multilabel", "multiclass"):
             raise BadInputError(f"unknown task {task!r}; choose multilabel or multiclass")
@@ -73,6 +64,9 @@ class ClassifierMethod(nn.Module):
             raise BadInputError("pos_weight applies to multi-label (BCE) training only")
         self.model = model
         self.task = task
+        self.policy = label_policy(policy)
+        if task == "multiclass" and self.policy != label_policy(None):
+            raise BadInputError("a label policy applies to multi-label (BCE) training only")
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         )
@@ -86,7 +80,7 @@ class ClassifierMethod(nn.Module):
             if (targets < 0).all():
                 return logits.sum() * 0.0
             return F.cross_entropy(logits.float(), targets, ignore_index=-100)
-        return masked_bce_with_logits(logits.float(), labels.float(), self.pos_weight)
+        return policy_masked_bce(logits.float(), labels.float(), self.policy, pos_weight=self.pos_weight)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])

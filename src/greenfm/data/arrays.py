@@ -83,19 +83,38 @@ def check_array_header(shape: tuple[int, ...], dtype: np.dtype, path: Path) -> N
         raise BadInputError(f"unsupported pixel type {np.dtype(dtype)} (expected integer or real values)", source=str(path))
 
 
-def load_array(path: Path, *, key: str | None = None, index: int | None = None) -> np.ndarray:
-    """One array from an ``.npy`` / ``.npz`` file (no pickles), optionally one item of it."""
+def load_array(
+    path: Path,
+    *,
+    key: str | None = None,
+    index: int | None = None,
+    volume: bool = False,
+    max_decode_bytes: int | None = None,
+) -> np.ndarray:
+    """One array from an ``.npy`` / ``.npz`` file (no pickles), optionally one item of it.
+
+    The whole array's header size is checked against the decode budget first
+    (``volume`` picks the 3-D default): NumPy reads the whole array even for one item.
+    """
+    from greenfm.data.decode_budget import check_decode_size
+
     try:
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"  # .npz files are zip archives
         if is_zip:
             with np.load(path, allow_pickle=False) as data:
-                array = np.asarray(data[_npz_key(data, key, path)])
+                name = _npz_key(data, key, path)
+                shape, dtype = _npz_member_header(data, name)
+                check_decode_size(path, shape, dtype.itemsize, volume=volume, budget=max_decode_bytes)
+                array = np.asarray(data[name])
         else:
-            array = np.load(path, allow_pickle=False)
+            header = np.load(path, mmap_mode="r", allow_pickle=False)  # maps the file: reads the header only
+            check_decode_size(path, header.shape, header.dtype.itemsize, volume=volume, budget=max_decode_bytes)
+            array = np.array(header)
+            del header
     except BadInputError:
         raise
-    except (OSError, ValueError, EOFError) as err:
+    except Exception as err:  # corrupt headers raise ValueError, SyntaxError, OverflowError, BadZipFile, zlib.error...
         raise BadInputError(f"cannot be read as a NumPy array ({first_line(err)})", source=str(path)) from None
     if index is not None:
         if not -len(array) <= index < len(array):
@@ -104,19 +123,36 @@ def load_array(path: Path, *, key: str | None = None, index: int | None = None) 
     return array
 
 
-def probe_numpy(path: Path, fmt: str) -> None:
+def probe_numpy(path: Path, fmt: str, *, max_decode_bytes: int | None = None) -> None:
+    """Headers only: real, non-empty arrays within the decode budget (3-D budget for 3-D arrays)."""
+    from greenfm.data.decode_budget import check_decode_size
+
     try:
         if fmt == "npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)  # maps the file: reads the header only
-            check_array_header(array.shape, array.dtype, path)
+            headers = [(array.shape, array.dtype)]
+            del array
         else:
             with np.load(path, allow_pickle=False) as data:
                 if not data.files:
                     raise BadInputError("the .npz holds no arrays", source=str(path))
+                headers = [_npz_member_header(data, name) for name in data.files if name != "spacing"]
+        for shape, dtype in headers:
+            check_array_header(shape, dtype, path)
+            check_decode_size(path, shape, dtype.itemsize, volume=len(shape) >= 3, budget=max_decode_bytes)
     except BadInputError:
         raise
-    except (OSError, ValueError, EOFError) as err:
+    except Exception as err:  # as in load_array: NumPy's header parser raises many types
         raise BadInputError(f"cannot be read as a NumPy file ({first_line(err)})", source=str(path)) from None
+
+
+def _npz_member_header(data, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one ``.npz`` member from its ``.npy`` header, without decompressing the data."""
+    with data.zip.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return shape, dtype
 
 
 def _npz_key(data, key: str | None, path: Path) -> str:

@@ -1,7 +1,11 @@
 """Training augmentations (torchvision.transforms.v2) on stored uint8/uint16 tensors.
 
 Every pipeline takes the cached (C, H, W) integer tensor and returns one of the
-same dtype at the contract's size; ``normalize`` runs afterwards. Randomness
+same dtype at the contract's size; ``normalize`` runs afterwards. When the contract
+keeps a ``source_size`` above its ``size`` (the cache stores that resolution), the
+pipeline runs there and its last crop or resize brings the image to ``size``: the
+official RETFound-Green order (augment the 1024 px images, then crop or resize to
+392), in which the crops downsample rather than upsample. Randomness
 comes from torch's generator only, so ``torch.manual_seed`` reproduces a
 pipeline exactly (DataLoader workers get distinct torch seeds).
 
@@ -29,6 +33,9 @@ SIDE_BAR_PIXELS = (33, 150)
 SIDE_BAR_REFERENCE_WIDTH = 1024
 # Resize(int(392 * 1.3)) = Resize(509) before CenterCrop(392): a 509/392 zoom.
 CENTER_CROP_ZOOM = 509 / 392
+# Augmentations whose crops need a source resolution above the training size to
+# downsample as the official pipeline does (greenfm's own presets are left as they were).
+CROPS_FROM_SOURCE = frozenset({"rfg"})
 
 
 class RandomSideBars(nn.Module):
@@ -53,24 +60,57 @@ def rfg_augment(contract: Contract) -> v2.Compose:
 
     Side bars and colour jitter are left out for greyscale modalities.
     """
-    size = list(contract.size)
-    mode = _interpolation(contract)
-    zoomed = [round(s * CENTER_CROP_ZOOM) for s in size]
     steps: list[nn.Module] = [v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.05)]
     if not contract.greyscale:
         steps.append(v2.RandomApply([RandomSideBars()], p=0.1))
     steps.append(v2.RandomApply([v2.RandomRotation(12.5, interpolation=InterpolationMode.NEAREST)], p=0.25))
     if not contract.greyscale:
         steps.append(v2.RandomApply([v2.ColorJitter(brightness=0.33, contrast=0.33)], p=0.25))
-    steps.append(
-        v2.RandomChoice([
-            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 5, 5 / 3), interpolation=mode, antialias=True),
-            # Resize(int) scales the shorter side, as torchvision's Resize(509) does.
-            v2.Compose([v2.Resize(min(zoomed), interpolation=mode, antialias=True), v2.CenterCrop(size)]),
-            v2.Resize(size, interpolation=mode, antialias=True),
-        ])
-    )
+    steps.append(rfg_final_choice(contract))
     return v2.Compose(steps)
+
+
+def rfg_final_choice(contract: Contract) -> v2.RandomChoice:
+    """The last step of ``rfg``, from any input size to ``contract.size``: one of RandomResizedCrop,
+    Resize(509) + CenterCrop(392) (scaled with the size) or a plain resize, uniformly."""
+    size = list(contract.size)
+    mode = _interpolation(contract)
+    zoomed = [round(s * CENTER_CROP_ZOOM) for s in size]
+    return v2.RandomChoice([
+        v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 5, 5 / 3), interpolation=mode, antialias=True),
+        # Resize(int) scales the shorter side, as torchvision's Resize(509) does.
+        v2.Compose([v2.Resize(min(zoomed), interpolation=mode, antialias=True), v2.CenterCrop(size)]),
+        v2.Resize(size, interpolation=mode, antialias=True),
+    ])
+
+
+def recommended_source_size(augment: str | None, contract: Contract) -> int | None:
+    """The cache side for ``augment`` at ``contract.size`` (None: store at the training size).
+
+    For ``rfg``: the centre-crop branch's zoomed side (509 at 392), rounded up to a
+    multiple of 32, so 512 at 392: every centre crop and RandomResizedCrop of scale
+    0.7-1 at ratio 1 then downsamples, at 1.7x the augmentation cost of 392 px on a
+    CPU core instead of 7x for the official 1024 (BENCHMARKS.md). Pass
+    ``source_size=1024`` (a contract field) to match the official resolution exactly.
+    """
+    if augment not in CROPS_FROM_SOURCE:
+        return None
+    side = max(round(s * CENTER_CROP_ZOOM) for s in contract.size)
+    return -(-side // 32) * 32
+
+
+def with_source_size(contract: Contract, augment: str | None, source_size: int | None = None) -> Contract:
+    """``contract`` with the source resolution a training augmentation works at.
+
+    ``source_size``: an explicit side (0 = the training size); None keeps the contract's
+    own ``source_size``, else ``recommended_source_size``.
+    """
+    if source_size is None:
+        source_size = contract.source_size[0] if contract.source_size else recommended_source_size(augment, contract)
+    if not source_size or source_size <= max(contract.size):
+        return contract.replace(source_size=None)
+    h, w = contract.size
+    return contract.replace(source_size=(round(source_size * h / max(h, w)), round(source_size * w / max(h, w))))
 
 
 def cxr_augment(contract: Contract, *, degrees: float = 10.0) -> v2.Compose:

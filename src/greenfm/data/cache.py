@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from greenfm.data.contract import PIXEL_FIELDS, Contract, check_compatible
-from greenfm.data.dataset import decode_to_contract
+from greenfm.data.decode import decode_to_contract
 from greenfm.data.manifest import Manifest, load_manifest
+from greenfm.io_safety import NO_SPACE_ERRNOS, disk_full, human_bytes, is_disk_full
 from greenfm.errors import BadInputError
 
 CACHE_FORMAT = 1
@@ -41,6 +42,11 @@ BUILDING_PREFIX = ".building-"
 REPLACED_PREFIX = ".replaced-"
 _CHUNK = 64  # images per worker task: small enough for a live progress bar
 _MIN_IMAGES_FOR_POOL = 2 * _CHUNK  # below this, starting processes costs more than it saves
+
+
+def default_cache_root() -> Path:
+    """Where caches go unless a run names a root: ``$GREENFM_CACHE_DIR``, else ``~/.cache/greenfm``."""
+    return Path(os.environ.get("GREENFM_CACHE_DIR", Path.home() / ".cache" / "greenfm"))
 
 
 @dataclass(frozen=True)
@@ -146,9 +152,10 @@ def build_cache(
     try:
         table = manifest.table
         n = len(table)
-        shape = (n, contract.stored_channels, *contract.size)
+        shape = (n, contract.stored_channels, *contract.stored_size)  # source_size when set
         _check_free_space(root, int(np.prod(shape)) * contract.dtype.itemsize)
         np.lib.format.open_memmap(tmp / PIXELS, mode="w+", dtype=contract.dtype, shape=shape).flush()
+        _allocate(tmp / PIXELS)  # a full disk fails here, not as SIGBUS in a worker writing the memmap
         paths = table["path"].astype(str).tolist()
         n_workers = _worker_count(workers, n)
         failures = _decode_all(paths, contract, tmp / PIXELS, n_workers, progress)
@@ -165,8 +172,10 @@ def build_cache(
         meta = _meta(manifest, contract, key, shape, skipped, n_workers, time.perf_counter() - started)
         _write_json(tmp / META, meta)
         _move_into_place(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, RuntimeError)) and is_disk_full(exc):
+            raise disk_full(root, what=f"the cache {key}") from None
         raise
     return open_cache(final)
 
@@ -343,8 +352,19 @@ def _check_free_space(root: Path, needed: int) -> None:
     free = shutil.disk_usage(root).free
     if needed > free:
         raise BadInputError(
-            f"the cache needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free", source=str(root)
+            f"the cache needs {human_bytes(needed)} but only {human_bytes(free)} are free", source=str(root)
         )
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the file's blocks now (POSIX); where the file system cannot, writes find out later."""
+    with open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            os.posix_fallocate(handle.fileno(), 0, size)
+        except (AttributeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+                raise
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

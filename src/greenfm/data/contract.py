@@ -32,7 +32,10 @@ Modality = Literal["xray", "fundus", "ct", "mri", "us", "photo", "other"]
 GREYSCALE_MODALITIES = frozenset({"xray", "ct", "mri", "us"})
 # Fields that decide the stored (cached) pixels; mean/std and the final channel
 # count are applied when a batch is read, so caches are shared across them.
-PIXEL_FIELDS = ("bit_depth", "windows", "stored_channels", "size", "resize", "interpolation", "antialias")
+PIXEL_FIELDS = ("bit_depth", "windows", "stored_channels", "size", "resize", "interpolation", "antialias", "source_size")
+# Left out of a contract's dict (and so of its fingerprints) while unset, so contracts
+# written before the field existed keep their fingerprints and caches.
+OPTIONAL_FIELDS = ("source_size",)
 
 
 class Contract(BaseModel):
@@ -53,8 +56,15 @@ class Contract(BaseModel):
     resize: Literal["squash", "shorter-center-crop", "letterbox"] = "squash"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     antialias: bool = True
+    source_size: tuple[int, int] | None = None
+    """Stored (cached) size when training augmentation should run above ``size``; None stores at ``size``.
 
-    @field_validator("size", mode="before")
+    RETFound-Green augments its 1024 px images and only then crops or resizes to 392, so
+    its crops downsample; a cache stored at 392 would make the same crops upsample. With
+    ``source_size`` the cache keeps that resolution, augmentation runs there and the last
+    step resizes to ``size`` (``fit_to_size``; also without augmentation)."""
+
+    @field_validator("size", "source_size", mode="before")
     @classmethod
     def _square_from_int(cls, v: Any) -> Any:
         return (v, v) if isinstance(v, int) else v
@@ -81,6 +91,12 @@ class Contract(BaseModel):
     def _consistent(self) -> "Contract":
         if any(s < 1 for s in self.size):
             raise ValueError(f"size must be positive, got {self.size}")
+        if self.source_size is not None:
+            (sh, sw), (h, w) = self.source_size, self.size
+            if sh < h or sw < w:
+                raise ValueError(f"source_size {self.source_size} is smaller than size {self.size}")
+            if abs(sh * w - sw * h) > max(sh, sw):  # the final resize must not change the aspect ratio
+                raise ValueError(f"source_size {self.source_size} and size {self.size} differ in aspect ratio")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
         for name in ("mean", "std"):
@@ -115,6 +131,11 @@ class Contract(BaseModel):
         return 1 if self.modality in GREYSCALE_MODALITIES else self.channels
 
     @property
+    def stored_size(self) -> tuple[int, int]:
+        """(H, W) of the stored (cached) pixels: ``source_size`` when set, else ``size``."""
+        return self.source_size or self.size
+
+    @property
     def max_value(self) -> int:
         return 255 if self.bit_depth == 8 else 65535
 
@@ -134,12 +155,13 @@ class Contract(BaseModel):
 
     def pixel_dict(self) -> dict[str, Any]:
         full = self.to_dict() | {"stored_channels": self.stored_channels}
-        return {k: full[k] for k in PIXEL_FIELDS}
+        return {k: full[k] for k in PIXEL_FIELDS if k in full}
 
     # -- serialisation -----------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(self.model_dump_json())
+        data = json.loads(self.model_dump_json())
+        return {k: v for k, v in data.items() if not (k in OPTIONAL_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> "Contract":
@@ -206,8 +228,7 @@ def check_compatible(
     ``what`` names the thing being loaded (``"checkpoint runs/x/last.ckpt"``);
     ``fields`` limits the comparison (``PIXEL_FIELDS`` for caches).
     """
-    a = _as_contract(expected, what).to_dict() | {"stored_channels": _as_contract(expected, what).stored_channels}
-    b = _as_contract(found, what).to_dict() | {"stored_channels": _as_contract(found, what).stored_channels}
+    a, b = _every_field(_as_contract(expected, what)), _every_field(_as_contract(found, what))
     names = fields or tuple(k for k in a if k != "stored_channels")
     diffs = [f"{k} {_show(b[k])} (expected {_show(a[k])})" for k in names if not _same(a[k], b[k])]
     if diffs:
@@ -259,6 +280,19 @@ def to_contract(
     resized = _resize(torch.from_numpy(unit), contract)
     scaled = resized.clamp_(0.0, 1.0).mul_(contract.max_value).round_()
     return scaled.numpy().astype(contract.dtype)
+
+
+def fit_to_size(pixels: torch.Tensor, contract: Contract) -> torch.Tensor:
+    """Stored pixels (..., H, W) at ``source_size`` -> the contract's ``size``; unchanged when already there.
+
+    The last step of the pixel pipeline when the cache keeps a source resolution:
+    augmentation (which ends at ``size`` itself) or, without it, this plain resize
+    with the contract's interpolation and antialiasing (same aspect ratio, checked).
+    """
+    if tuple(pixels.shape[-2:]) == tuple(contract.size):
+        return pixels
+    mode = InterpolationMode.BICUBIC if contract.interpolation == "bicubic" else InterpolationMode.BILINEAR
+    return TF.resize(pixels, list(contract.size), interpolation=mode, antialias=contract.antialias)
 
 
 def normalize(pixels: torch.Tensor | np.ndarray, contract: Contract) -> torch.Tensor:
@@ -362,7 +396,7 @@ def _match_channels(unit: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _resize(x: torch.Tensor, contract: Contract) -> torch.Tensor:
-    out_h, out_w = contract.size
+    out_h, out_w = contract.stored_size
     h, w = x.shape[-2:]
     mode = InterpolationMode.BICUBIC if contract.interpolation == "bicubic" else InterpolationMode.BILINEAR
 
@@ -381,6 +415,11 @@ def _resize(x: torch.Tensor, contract: Contract) -> torch.Tensor:
     y = scaled(max(1, min(out_h, round(h * s))), max(1, min(out_w, round(w * s))))
     top, left = (out_h - y.shape[-2]) // 2, (out_w - y.shape[-1]) // 2
     return TF.pad(y, [left, top, out_w - y.shape[-1] - left, out_h - y.shape[-2] - top], fill=0)
+
+
+def _every_field(contract: Contract) -> dict[str, Any]:
+    """Every field, unset optional ones included, and ``stored_channels``: what comparisons see."""
+    return json.loads(contract.model_dump_json()) | {"stored_channels": contract.stored_channels}
 
 
 def _as_contract(c: Contract | Mapping[str, Any], what: str) -> Contract:

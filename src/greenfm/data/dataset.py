@@ -2,7 +2,7 @@
 
 Each item is ``{"image": float32 (C, H, W), "labels": float32 (K,), "index": int}``
 with labels NaN where unknown and -1 where uncertain, exactly as in the
-manifest. Pixels go through one path either way: ``decode_to_contract`` (read
+manifest. Pixels go through one path either way: ``greenfm.data.decode`` (read
 the file, ``to_contract``) builds the cache and serves the uncached dataset, so
 the two give identical images; augmentation then acts on the stored
 uint8/uint16 tensor and ``normalize`` makes the model input.
@@ -18,39 +18,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from greenfm.data.contract import PIXEL_FIELDS, Contract, check_compatible, check_first_batch, normalize, to_contract
+from greenfm.data.contract import (
+    PIXEL_FIELDS,
+    Contract,
+    check_compatible,
+    check_first_batch,
+    fit_to_size,
+    normalize,
+)
+from greenfm.data.decode import decode_to_contract
 from greenfm.data.manifest import Manifest, load_manifest
-from greenfm.errors import BadInputError, GreenfmError
+from greenfm.errors import BadInputError
 
 if TYPE_CHECKING:
     from greenfm.data.cache import CacheStore
 
 log = logging.getLogger(__name__)
-
-
-def decode_to_contract(path: str | Path, contract: Contract) -> np.ndarray:
-    """Read one image file and bring it to the contract: stored pixels (C, H, W).
-
-    Without contract windows, a grey DICOM is shown through its own VOI LUT or
-    window when it has one (how it is meant to be displayed); with windows it
-    is read in modality units (HU for CT) and windowed by ``to_contract``.
-    Raises ``BadInputError`` naming the file when it cannot be decoded.
-    """
-    from greenfm.data.readers import read_image, sniff_format  # local: readers pull in optional codecs
-
-    try:
-        window = "dicom" if contract.windows is None and sniff_format(path) == "dicom" and _has_voi(path) else None
-        image = read_image(path, window=window)
-        array, bits = image.array, image.metadata.get("bits_stored")
-        if image.metadata.get("rescaled") and contract.windows is None:
-            # Modality values (after slope/intercept) have no fixed range: scale per image.
-            array, bits = array.astype(np.float32), None
-        return to_contract(array, contract, bits_stored=bits, source=str(path))
-    except GreenfmError:
-        raise
-    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise BadInputError(f"cannot decode image ({reason})", source=str(path)) from None
 
 
 class ImageDataset(Dataset):
@@ -129,6 +112,7 @@ class ImageDataset(Dataset):
         """Items from their stored pixels (B, C, H, W): augmented one by one, normalised together."""
         if self.augment is not None:
             pixels = torch.stack([self.augment(x) for x in pixels])
+        pixels = fit_to_size(pixels, self.contract)  # a cache kept at the contract's source_size
         images = normalize(pixels, self.contract) if self.normalized else pixels
         items = []
         for k, index in enumerate(indices):
@@ -163,15 +147,6 @@ def _mask(keep: np.ndarray, n: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[keep] = True
     return mask
-
-
-def _has_voi(path: str | Path) -> bool:
-    """A grey DICOM carrying a VOI LUT or window (header only, pixels not read)."""
-    from greenfm.data.dicom import GREY, read_header
-
-    ds = read_header(Path(path))
-    grey = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) in GREY
-    return grey and ("VOILUTSequence" in ds or "WindowCenter" in ds)
 
 
 def check_batch_against_contract(dataset: Any, images: Any, *, what: str = "first batch") -> str | None:

@@ -1,16 +1,16 @@
-"""DICOM files: a cheap header probe, one image in modality units, a multi-frame volume.
+"""DICOM files: one image in modality units, a multi-frame volume.
 
 Pixel values go through the DICOM display pipeline with pydicom's own
 functions: the modality transform (``apply_modality_lut``: rescale slope and
 intercept or a Modality LUT, so CT comes out in Hounsfield units), optionally
 the VOI transform (``apply_voi_lut``: the file's VOI LUT or window), and
 MONOCHROME1 images are inverted so that high values are bright everywhere.
-Series folders (one file per slice) are in ``dicom_series.py``.
+Reading and checking the header (the cheap probe, the decode budget) is in
+``dicom_header.py``; series folders (one file per slice) are in ``dicom_series.py``.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,80 +18,28 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from greenfm.data.arrays import first_line
-from greenfm.data.readers import ImageData, Volume
+from greenfm.data.dicom_header import (  # noqa: F401 - re-exported: callers import the header API from here
+    NOT_DICOM,
+    PIXEL_TAGS,
+    check_dicom_size,
+    check_has_pixels,
+    check_pixel_data,
+    expects_pixels,
+    has_preamble,
+    header_text,
+    number_of_frames,
+    probe_dicom,
+    read_file,
+    read_header,
+)
+from greenfm.data.image_data import ImageData, Volume
 from greenfm.errors import BadInputError
 
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float Pixel Data, Double Float Pixel Data
 GREY = ("MONOCHROME1", "MONOCHROME2")
-_DEFER_BYTES = 1024
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def read_header(path: Path) -> Dataset:
-    """The dataset with pixel data deferred (not read into memory); BadInputError if not DICOM."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on many harmless VR oddities
-            return pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not has_preamble(path))
-    except Exception as err:  # pydicom raises many types (InvalidDicomError, EOFError, struct.error, ...)
-        raise BadInputError(f"not a readable DICOM file ({first_line(err)})", source=str(path)) from None
-
-
-def has_preamble(path: Path) -> bool:
-    """True when the file carries the standard 128-byte preamble and ``DICM`` marker."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
-def probe_dicom(path: Path) -> Dataset:
-    """Check a DICOM file from its header: pixel data present, decodable and complete.
-
-    Returns the header (pixel data deferred) so callers can reuse it.
-    """
-    ds = read_header(path)
-    check_pixel_data(ds, path)
-    return ds
-
-
-def check_pixel_data(ds: Dataset, path: Path) -> None:
-    """Pixel data present, non-empty, decodable here, and (uncompressed) complete."""
-    check_has_pixels(ds, path)
-    tsyntax = _transfer_syntax(ds)
-    if tsyntax is not None and tsyntax.is_compressed:
-        try:
-            decoder = get_decoder(tsyntax)
-        except NotImplementedError:
-            raise BadInputError(f"no pixel decoder for transfer syntax {tsyntax.name}", source=str(path)) from None
-        if not decoder.is_available:
-            needs = "; ".join(decoder.missing_dependencies) or "an optional plugin"
-            raise BadInputError(f"pixel data compressed as {tsyntax.name} needs a decoder: {needs}", source=str(path))
-    elif tsyntax is None or not tsyntax.is_deflated:
-        _check_native_length(ds, path)
-
-
-def check_has_pixels(ds: Dataset, path: Path) -> None:
-    if not any(tag in ds for tag in PIXEL_TAGS):
-        hint = "; truncated?" if expects_pixels(ds) else ""
-        raise BadInputError(f"DICOM file has no pixel data ({_kind(ds)}{hint})", source=str(path))
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows == 0 or cols == 0:
-        raise BadInputError(f"DICOM image has zero size (Rows {rows}, Columns {cols})", source=str(path))
-
-
-def expects_pixels(ds: Dataset) -> bool:
-    """True for objects that should carry pixels (an image SOP class, or image size attributes).
-
-    pydicom reads a file cut short as a shorter dataset without complaint; this
-    tells a truncated image from a pixel-less object (DICOMDIR, report, RT plan).
-    """
-    return "Rows" in ds or "Image Storage" in _kind(ds)
 
 
 def read_dicom_image(
@@ -100,18 +48,23 @@ def read_dicom_image(
     frame: int | None = None,
     window: str | tuple[float, float] | None = None,
     invert_monochrome1: bool = True,
+    max_decode_bytes: int | None = None,
 ) -> ImageData:
     """One DICOM image (H, W) or (H, W, 3) in modality units, or windowed to [0, 1].
 
     ``window``: None, ``"dicom"`` (the file's VOI LUT or first window) or
     ``(centre, width)`` in modality units. Multi-frame files need ``frame``.
     """
-    ds = read_dataset(path)
-    n_frames = number_of_frames(ds)
+    header = read_header(path)
+    n_frames = number_of_frames(header)
     if n_frames > 1 and frame is None:
         raise BadInputError(f"has {n_frames} frames; pass frame= to pick one, or use read_volume", source=str(path))
     if frame is not None and not 0 <= frame < n_frames:
         raise BadInputError(f"frame {frame} is out of range for {n_frames} frame(s)", source=str(path))
+    check_has_pixels(header, path)
+    check_dicom_size(header, path, frames=1 if n_frames > 1 else None, max_decode_bytes=max_decode_bytes)
+    check_pixel_data(header, path)
+    ds = read_dataset(path, probe=False)
     stored = decode_pixels(ds, path, index=frame if n_frames > 1 else None)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     metadata: dict[str, Any] = {
@@ -130,7 +83,7 @@ def read_dicom_image(
         if photometric == "PALETTE COLOR":
             metadata["bits_stored"] = None  # palette entries are 8 or 16 bit, unrelated to Bits Stored
         if window is not None:
-            raise BadInputError(f"window= needs a grey image, not {photometric}", source=str(path))
+            raise BadInputError(f"window= needs a grey image, not {header_text(photometric)}", source=str(path))
         return ImageData(array, metadata)
 
     values, metadata["rescaled"] = modality_values(stored, ds, frame)
@@ -145,11 +98,15 @@ def read_dicom_image(
     return ImageData(values, metadata)
 
 
-def read_dicom_multiframe(path: Path) -> Volume:
+def read_dicom_multiframe(path: Path, *, max_decode_bytes: int | None = None) -> Volume:
     """A multi-frame (or single-frame) grey DICOM file as a volume (D, H, W) in modality units."""
-    ds = read_dataset(path)
+    header = read_header(path)
+    check_has_pixels(header, path)
+    check_dicom_size(header, path, volume=True, max_decode_bytes=max_decode_bytes)
+    check_pixel_data(header, path)
+    ds = read_dataset(path, probe=False)
     if str(ds.get("PhotometricInterpretation", "")) not in GREY:
-        raise BadInputError(f"a volume must be grey, not {ds.get('PhotometricInterpretation')}", source=str(path))
+        raise BadInputError(f"a volume must be grey, not {header_text(ds.get('PhotometricInterpretation'))}", source=str(path))
     stored = decode_pixels(ds, path)
     n = number_of_frames(ds)
     stored = stored.reshape(n, *stored.shape[-2:])
@@ -176,12 +133,7 @@ def read_dataset(path: Path, *, probe: bool = True) -> Dataset:
     """The full dataset (pixel data included), after the probe's checks unless already done."""
     if probe:
         probe_dicom(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, force=not has_preamble(path))
-    except Exception as err:
-        raise BadInputError(f"not a readable DICOM file ({first_line(err)})", source=str(path)) from None
+    return read_file(path)
 
 
 def decode_pixels(ds: Dataset, path: Path, index: int | None = None) -> np.ndarray:
@@ -224,13 +176,6 @@ def rescale_parameters(ds: Dataset, frame: int | None, n_frames: int) -> tuple[n
     frames = [frame] if frame is not None else range(n_frames)
     pairs = [_group_rescale(per_frame, i) or shared or (1.0, 0.0) for i in frames]
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-
-
-def number_of_frames(ds: Dataset) -> int:
-    try:
-        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
-    except (TypeError, ValueError):
-        return 1
 
 
 def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
@@ -343,31 +288,3 @@ def _group_rescale(groups, index: int) -> tuple[float, float] | None:
     return float(seq[0].get("RescaleSlope", 1) or 1), float(seq[0].get("RescaleIntercept", 0) or 0)
 
 
-def _kind(ds: Dataset) -> str:
-    meta = getattr(ds, "file_meta", None)
-    sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
-    return str(getattr(sop, "name", None) or ds.get("Modality") or "unknown object")
-
-
-def _transfer_syntax(ds: Dataset):
-    meta = getattr(ds, "file_meta", None)
-    return meta.get("TransferSyntaxUID") if meta is not None else None
-
-
-def _check_native_length(ds: Dataset, path: Path) -> None:
-    """Uncompressed pixel data must hold Rows x Columns x Samples x Frames x Bits and fit in the file."""
-    tag = next(t for t in PIXEL_TAGS if t in ds)
-    elem = ds.get_item(tag, keep_deferred=True)
-    length = getattr(elem, "length", None)
-    if length is None or length == 0xFFFFFFFF:
-        return  # not deferred (small) or encapsulated: nothing cheap to check
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    samples = 2 if ds.get("PhotometricInterpretation") == "YBR_FULL_422" else int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = {0x7FE00008: 32, 0x7FE00009: 64}.get(tag) or int(ds.get("BitsAllocated", 16) or 16)
-    expected = math.ceil(rows * cols * samples * number_of_frames(ds) * bits / 8)
-    tell = getattr(elem, "value_tell", None)
-    available = path.stat().st_size - tell if tell is not None else length
-    if min(length, available) < expected:
-        raise BadInputError(
-            f"DICOM pixel data is truncated ({min(length, available)} of {expected} bytes)", source=str(path)
-        )

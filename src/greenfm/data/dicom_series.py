@@ -4,9 +4,11 @@ A folder (searched recursively) may hold several series and stray files.
 Files are grouped by Series Instance UID; within a series, slices are sorted by
 their Image Position (Patient) projected on the slice normal (the cross product
 of the Image Orientation (Patient) row and column vectors), falling back to
-Instance Number, then file name. Non-DICOM files and DICOM objects without
-pixels (DICOMDIR, structured reports, RT plans) are skipped; a slice that is
-DICOM but unreadable is an error naming the file, never silently dropped.
+Instance Number, then file name. Files that do not look like DICOM and DICOM
+objects without pixels (DICOMDIR, structured reports, RT plans) are left out
+and listed in ``ignored`` when asked; a file named or marked as DICOM that
+cannot be read is an error naming the file, or is skipped and counted in
+``problems``, never silently dropped.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pydicom.dataset import Dataset
 
 from greenfm.data.dicom import (
     PIXEL_TAGS,
+    check_dicom_size,
     check_has_pixels,
     check_pixel_data,
     decode_pixels,
     expects_pixels,
     has_preamble,
+    header_text,
     header_summary,
     lps_affine,
     modality_values,
@@ -36,7 +40,8 @@ from greenfm.data.dicom import (
     read_dataset,
     read_header,
 )
-from greenfm.data.readers import Volume
+from greenfm.data.decode_budget import check_decode_size
+from greenfm.data.image_data import Volume
 from greenfm.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -83,31 +88,45 @@ def dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and looks_like_dicom(p))
 
 
-def probe_dicom_folder(folder: Path) -> None:
+def probe_dicom_folder(folder: Path, *, max_decode_bytes: int | None = None) -> None:
     """Cheap check of a series folder: it holds a DICOM image whose header is sound."""
     for path in sorted(folder.rglob("*")):
         if path.is_file() and looks_like_dicom(path):
-            probe_dicom(path)
+            probe_dicom(path, max_decode_bytes=max_decode_bytes)
             return
     raise BadInputError("folder holds no DICOM files", source=str(folder))
 
 
-def find_series(folder: str | Path, *, problems: list[BadInputError] | None = None) -> list[DicomSeries]:
+def find_series(
+    folder: str | Path,
+    *,
+    problems: list[BadInputError] | None = None,
+    ignored: list[Path] | None = None,
+) -> list[DicomSeries]:
     """Every image series under ``folder``, each with its slices sorted; largest first.
 
     An unreadable DICOM file is an error, or is skipped and appended to
-    ``problems`` when that list is given.
+    ``problems`` when that list is given. Files left out on purpose (not
+    DICOM-looking, or DICOM without pixels) are appended to ``ignored``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInputError("not a folder", source=str(folder))
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    for path in dicom_files(folder):
+    candidates = dicom_files(folder)
+    if ignored is not None:
+        chosen = set(candidates)
+        ignored.extend(p for p in sorted(folder.rglob("*")) if p.is_file() and p not in chosen
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    for path in candidates:
         try:
             ds = read_header(path)
             if not any(tag in ds for tag in PIXEL_TAGS) and not expects_pixels(ds):
+                if ignored is not None:
+                    ignored.append(path)
                 continue  # DICOMDIR, structured report, RT plan...
             check_pixel_data(ds, path)
+            check_dicom_size(ds, path, frames=1)  # one slice against the 2-D budget; the series is checked on reading
         except BadInputError as err:
             if problems is None:
                 raise
@@ -145,8 +164,14 @@ def find_series(folder: str | Path, *, problems: list[BadInputError] | None = No
     return sorted(series, key=lambda s: (-len(s.files), s.uid))
 
 
-def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> Volume:
-    """The one series in ``folder`` (or the one named by ``series_uid``) as a volume."""
+def read_dicom_series(
+    folder: str | Path, *, series_uid: str | None = None, max_decode_bytes: int | None = None
+) -> Volume:
+    """The one series in ``folder`` (or the one named by ``series_uid``) as a volume.
+
+    The stacked size (every slice's Rows x Columns x bits) is checked against
+    the decode budget before any slice is decoded.
+    """
     folder = Path(folder)
     found = find_series(folder)
     if series_uid is not None:
@@ -154,19 +179,22 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         if not found:
             raise BadInputError(f"holds no series {series_uid!r}", source=str(folder))
     if len(found) > 1:
-        listing = ", ".join(f"{s.uid} ({len(s.files)} slice(s))" for s in found[:3])
+        listing = ", ".join(f"{header_text(s.uid)} ({len(s.files)} slice(s))" for s in found[:3])
         raise BadInputError(
             f"holds {len(found)} series ({listing}); pass series_uid= or import the folder (one row per series)",
             source=str(folder),
         )
-    return series_volume(found[0])
+    return series_volume(found[0], max_decode_bytes=max_decode_bytes)
 
 
-def series_volume(series: DicomSeries) -> Volume:
+def series_volume(series: DicomSeries, *, max_decode_bytes: int | None = None) -> Volume:
     """Decode and stack the slices of one series: (D, H, W) in modality units (CT in HU)."""
     headers, files = series.headers, series.files
     first = headers[0]
     _check_consistent(series)
+    rows, cols = int(first.Rows), int(first.Columns)
+    bits = max(int(first.get("BitsAllocated", 16) or 16), 16)  # slices are stacked as int16 at least
+    check_decode_size(series.folder, (len(files), rows, cols), bits / 8, volume=True, budget=max_decode_bytes)
     slices = []
     for path, header in zip(files, headers):
         if number_of_frames(header) > 1:
@@ -240,7 +268,7 @@ def _sorted_slices(members: list[tuple[Path, Dataset]]) -> list[tuple[Path, Data
         if len(members) > 1 and np.any(np.isclose(np.diff(sorted_along), 0.0, atol=1e-4)):
             n_dup = int(np.sum(np.isclose(np.diff(sorted_along), 0.0, atol=1e-4)))
             raise BadInputError(
-                f"series {members[0][1].get('SeriesInstanceUID', '')} has {n_dup} slice(s) at an already used "
+                f"series {header_text(members[0][1].get('SeriesInstanceUID', ''))} has {n_dup} slice(s) at an already used "
                 "position (several volumes in one series: echoes, phases or time points?)",
                 source=str(members[0][0].parent),
             )
@@ -274,7 +302,7 @@ def _check_consistent(series: DicomSeries) -> None:
         check_has_pixels(ds, path)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
         if photometric != "MONOCHROME2":
-            raise BadInputError(f"a volume slice must be MONOCHROME2, not {photometric}", source=str(path))
+            raise BadInputError(f"a volume slice must be MONOCHROME2, not {header_text(photometric)}", source=str(path))
         if (int(ds.Rows), int(ds.Columns)) != shape:
             raise BadInputError(
                 f"slice is {int(ds.Rows)}x{int(ds.Columns)} but the series' other slices are {shape[0]}x{shape[1]}",

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from greenfm.errors import BadInputError
+from greenfm.io_safety import atomic_output
 
 METADATA_KEY = b"greenfm"
 REQUIRED_COLUMNS = ("id", "patient_id", "path", "embedding")
@@ -69,7 +70,8 @@ def write_embeddings(path: str | Path, embeddings: Embeddings) -> Path:
     )
     meta = {**embeddings.metadata, "dim": int(dim)}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    pq.write_table(table, path)
+    with atomic_output(path, needed=table.nbytes) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

@@ -21,7 +21,11 @@ manifest.csv``. What each kind writes:
   ``greenfm.data.medmnist`` for the label columns.
 
 Nothing in the source is ever modified. Unreadable files stop the import with
-an error naming them, or are skipped and counted with ``skip_bad=True``.
+an error naming them, or are skipped and counted with ``skip_bad=True``. Files
+left out on purpose (other extensions, non-image DICOM objects such as
+DICOMDIR or reports) are counted as ignored; the one-line summary names the
+first of each, e.g. "imported 40 series ...; skipped 3 unreadable file(s)
+(first: ...); ignored 2 non-image file(s) (first: ...)".
 """
 
 from __future__ import annotations
@@ -60,12 +64,17 @@ class ImportSummary:
     skipped: list[str] = field(default_factory=list)
     written: Path | None = None  # folder of images / volumes the import created
     label_kind: str | None = None
+    ignored: list[str] = field(default_factory=list)  # files left out on purpose (not images)
 
     def __str__(self) -> str:
         splits = f" ({', '.join(f'{k} {v}' for k, v in self.splits.items())})" if self.splits else ""
         labels = f", {len(self.findings)} finding column(s)" if self.findings else ", no labels"
-        skipped = f"; skipped {len(self.skipped)}: {'; '.join(self.skipped[:_SHOWN])}" if self.skipped else ""
-        return f"imported {self.rows} rows{splits} from {self.source} as {self.kind}{labels} -> {self.manifest}{skipped}"
+        unit = "series" if self.kind == "dicom" else "rows"
+        skipped = (f"; skipped {len(self.skipped)} unreadable file(s) (first: {self.skipped[0]})"
+                   if self.skipped else "")
+        ignored = f"; ignored {len(self.ignored)} non-image file(s) (first: {self.ignored[0]})" if self.ignored else ""
+        return (f"imported {self.rows} {unit}{splits} from {self.source} as {self.kind}{labels} -> "
+                f"{self.manifest}{skipped}{ignored}")
 
 
 def import_source(
@@ -97,6 +106,7 @@ def import_source(
         raise BadInputError("already exists; pass overwrite=True (--overwrite) to replace it", source=str(out))
     kind = detect_kind(source) if kind == "auto" else kind
     skipped: list[str] = []
+    ignored: list[str] = []
     written: Path | None = None
     label_kind = None
     if kind == "medmnist":
@@ -105,13 +115,13 @@ def import_source(
         written = out.parent / f"{_stem(out)}_images"
         table, label_kind, _ = medmnist_rows(source, written, label_names=label_names, overwrite=overwrite)
     elif kind == "folders":
-        table = _folder_rows(source, pattern, skip_bad, skipped)
+        table = _folder_rows(source, pattern, skip_bad, skipped, ignored)
     elif kind == "dicom":
         written = out.parent / f"{_stem(out)}_volumes"
-        table = _dicom_rows(source, written, skip_bad, skipped, overwrite)
+        table = _dicom_rows(source, written, skip_bad, skipped, overwrite, ignored)
         written = written if written.exists() else None
     else:
-        table = _volume_file_rows(source, pattern, skip_bad, skipped)
+        table = _volume_file_rows(source, pattern, skip_bad, skipped, ignored)
     if table.empty:
         raise BadInputError(f"found no readable images for kind {kind!r}", source=str(source))
 
@@ -121,7 +131,7 @@ def import_source(
     write_table(table, out)
     manifest = load_manifest(out, check_files=False)  # the importer's output must load as-is
     splits = manifest.table["split"].value_counts().reindex(["train", "val", "test"]).dropna().astype(int).to_dict() if manifest.has_splits else {}
-    return ImportSummary(kind, source, out, len(manifest), manifest.findings, splits, skipped, written, label_kind)
+    return ImportSummary(kind, source, out, len(manifest), manifest.findings, splits, skipped, written, label_kind, ignored)
 
 
 def detect_kind(source: Path) -> str:
@@ -135,6 +145,12 @@ def detect_kind(source: Path) -> str:
 
     files = [p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")]
     if any(p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff") and looks_like_dicom(p) for p in files):
+        volumes = [p for p in files if _is_volume_file(p)]
+        if volumes:  # importing the series alone would drop these without a word
+            raise BadInputError(
+                f"holds DICOM files and {len(volumes)} NIfTI volume(s) (e.g. {volumes[0].relative_to(source)}); "
+                "choose with --kind dicom or --kind nifti (--pattern narrows the files)", source=str(source),
+            )  # fmt: skip
         return "dicom"
     if any(_is_volume_file(p) for p in files):
         return "nifti"
@@ -143,7 +159,7 @@ def detect_kind(source: Path) -> str:
     raise BadInputError("cannot tell what the folder holds (no images, DICOM or NIfTI found); pass --kind", source=str(source))
 
 
-def _folder_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: list[str]) -> pd.DataFrame:
+def _folder_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: list[str], ignored: list[str]) -> pd.DataFrame:
     if not source.is_dir():
         raise BadInputError("a folder tree is needed for kind 'folders'", source=str(source))
     from greenfm.data.medmnist import finding_column
@@ -159,7 +175,7 @@ def _folder_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: lis
     for split, root in roots:
         groups = [(d.name, d) for d in _subfolders(root)] or [(None, root)]
         for label, folder in groups:
-            for path in _candidate_files(folder, pattern, source, IMAGE_EXTENSIONS):
+            for path in _candidate_files(folder, pattern, source, IMAGE_EXTENSIONS, ignored):
                 patient = _checked(path, skip_bad, skipped)
                 if patient is None:
                     continue
@@ -173,15 +189,19 @@ def _folder_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: lis
     return pd.DataFrame(rows)
 
 
-def _dicom_rows(source: Path, volume_dir: Path, skip_bad: bool, skipped: list[str], overwrite: bool) -> pd.DataFrame:
+def _dicom_rows(
+    source: Path, volume_dir: Path, skip_bad: bool, skipped: list[str], overwrite: bool, ignored: list[str]
+) -> pd.DataFrame:
     from greenfm.data.dicom_series import find_series, series_volume
     from greenfm.data.volume_files import write_nifti
 
     if not source.is_dir():
         raise BadInputError("a folder is needed for kind 'dicom'", source=str(source))
     problems: list[BadInputError] | None = [] if skip_bad else None
-    series = find_series(source, problems=problems)
+    left_out: list[Path] = []
+    series = find_series(source, problems=problems, ignored=left_out)
     skipped.extend(str(p) for p in problems or [])
+    ignored.extend(str(p) for p in left_out)
     owner: dict[Path, set[str]] = {}
     for s in series:
         for f in s.files:
@@ -219,11 +239,11 @@ def _dicom_rows(source: Path, volume_dir: Path, skip_bad: bool, skipped: list[st
     return pd.DataFrame(rows)
 
 
-def _volume_file_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: list[str]) -> pd.DataFrame:
+def _volume_file_rows(source: Path, pattern: str | None, skip_bad: bool, skipped: list[str], ignored: list[str]) -> pd.DataFrame:
     if not source.is_dir():
         raise BadInputError("a folder is needed for kind 'nifti'", source=str(source))
     rows = []
-    for path in _candidate_files(source, pattern, source, VOLUME_SUFFIXES):
+    for path in _candidate_files(source, pattern, source, VOLUME_SUFFIXES, ignored):
         if _checked(path, skip_bad, skipped) is None:
             continue
         image_id = path.relative_to(source).as_posix()
@@ -248,13 +268,19 @@ def _checked(path: Path, skip_bad: bool, skipped: list[str]) -> str | None:
         return None
 
 
-def _candidate_files(folder: Path, pattern: str | None, source: Path, suffixes: Sequence[str]) -> list[Path]:
+def _candidate_files(
+    folder: Path, pattern: str | None, source: Path, suffixes: Sequence[str], ignored: list[str]
+) -> list[Path]:
+    """Files of ``folder`` with one of ``suffixes`` (or a DICOM preamble); the others are added to ``ignored``."""
     from greenfm.data.dicom_series import has_preamble
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
     if pattern:
         files = [p for p in files if p.relative_to(source).match(pattern)]
-    return [p for p in files if p.name.lower().endswith(tuple(suffixes)) or (".dcm" in suffixes and not p.suffix and has_preamble(p))]
+    chosen = [p for p in files if p.name.lower().endswith(tuple(suffixes)) or (".dcm" in suffixes and not p.suffix and has_preamble(p))]
+    picked = set(chosen)
+    ignored.extend(str(p) for p in files if p not in picked)
+    return chosen
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from greenfm.errors import BadInputError
+from greenfm.io_safety import atomic_output
 
 REQUIRED_COLUMNS = ("path", "patient_id")
 OPTIONAL_COLUMNS = ("id", "study_id", "split", "report")
@@ -124,6 +125,7 @@ def load_manifest(
     findings = finding_columns(table)
 
     problems: list[Problem] = []
+    not_findings: list[str] = []  # hints: columns whose values are mostly not labels
     bad = np.zeros(len(table), dtype=bool)
 
     def flag(i: int, reason: str) -> None:
@@ -148,6 +150,11 @@ def load_manifest(
         values = pd.to_numeric(table[col], errors="coerce")
         not_numeric = values.isna() & table[col].notna() & (table[col].astype("string").str.strip() != "")
         invalid = not_numeric | (values.notna() & ~values.isin(LABEL_VALUES))
+        given = int((table[col].notna() & (table[col].astype("string").str.strip() != "")).sum())
+        if given and invalid.sum() > given / 2:  # a column of something else (view, sex, a report): not labels
+            examples = ", ".join(repr(str(v)) for v in table.loc[invalid, col].astype("string").unique()[:3])
+            not_findings.append(f"column '{col}' ({examples}, ...) looks like no finding: rename it "
+                                f"'{META_PREFIX}{col}' to carry it along, never as a label")  # fmt: skip
         for i in np.flatnonzero(invalid.to_numpy()):
             flag(int(i), f"label {col}='{table[col].iat[int(i)]}' is not 1, 0, -1 or empty")
         table[col] = values.astype("float32")
@@ -181,11 +188,12 @@ def load_manifest(
 
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
-        raise BadInputError(_summarise(problems, len(table)) + " (use --skip-bad to skip them)", source=str(source))
+        hint = "; ".join(not_findings) if not_findings else "use --skip-bad to skip them"
+        raise BadInputError(_summarise(problems, len(table)) + f" ({hint})", source=str(source))
     table = table.loc[~bad].reset_index(drop=True)
     if table.empty:
-        reason = "no usable rows" if problems else "the manifest is empty"
-        raise BadInputError(reason, source=str(source))
+        reason = f"no usable rows (first: {problems[0]})" if problems else "the manifest is empty"
+        raise BadInputError(reason + (f"; {'; '.join(not_findings)}" if not_findings else ""), source=str(source))
     return Manifest(table, findings, source, problems)
 
 
@@ -226,18 +234,30 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype={"path": "string", "patient_id": "string", "id": "string", "study_id": "string"}, keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise BadInputError("the manifest is empty", source=str(path)) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
+    except UnicodeDecodeError as err:
+        raise BadInputError(_not_utf8(path, err), source=str(path)) from None
+    except (pd.errors.ParserError, ValueError, OSError) as err:
         raise BadInputError(f"cannot be read as a table ({str(err).splitlines()[0]})", source=str(path)) from None
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
+    """Where a CSV stops being UTF-8: the file line and the data row (the header is line 1)."""
+    data = path.read_bytes()
+    at = data.find(err.object[err.start : err.end]) if isinstance(err.object, bytes) else -1
+    if at < 0:
+        return f"is not UTF-8 text ({err.reason}); save it as UTF-8"
+    line = data.count(b"\n", 0, at) + 1
+    row = f" (data row {line - 1})" if line > 1 else " (the header)"
+    return f"is not UTF-8 text: byte 0x{data[at]:02x} on line {line}{row}; save the file as UTF-8"
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write CSV or Parquet (by extension) atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:  # a failed write (a full disk: one line) leaves no temporary file
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)
 
 
 def _check_columns(table: pd.DataFrame, source: Path) -> None:
@@ -281,7 +301,11 @@ def _default_file_check(path: Path) -> None:
 def _absolute(p, root: Path) -> str | None:
     if pd.isna(p):
         return None
-    path = Path(str(p)).expanduser()
+    path = Path(str(p))
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~someone/..." naming no known user: kept as written, then reported as not found
+        pass
     return str(path if path.is_absolute() else Path(os.path.normpath(root / path)))
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from greenfm.data.manifest import META_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from greenfm.errors import BadInputError
+from greenfm.io_safety import atomic_output
 
 SPLITS = ("train", "val", "test")
 PATIENT_NOTE = "MedMNIST has no patient ids; each image is treated as its own patient"
@@ -33,6 +34,20 @@ KNOWN_LABELS: dict[str, list[str]] = {
     "breastmnist": ["malignant", "normal_or_benign"],
     "retinamnist": [f"grade_{i}" for i in range(5)],
 }
+
+# The imaging modality of each MedMNIST v2 set (its documentation), recorded as ``meta_modality``
+# so that the default preprocessing contract follows the data.
+KNOWN_MODALITIES: dict[str, str] = {
+    "chestmnist": "xray", "pneumoniamnist": "xray", "breastmnist": "us", "retinamnist": "fundus",
+    "dermamnist": "photo", "octmnist": "other", "pathmnist": "photo", "bloodmnist": "photo",
+    "tissuemnist": "photo", "organamnist": "ct", "organcmnist": "ct", "organsmnist": "ct",
+}  # fmt: skip
+
+
+def known_modality(stem: str) -> str | None:
+    """The modality of a MedMNIST file named like ``pneumoniamnist_28.npz``, else None."""
+    name = stem.lower().split("_")[0]
+    return KNOWN_MODALITIES.get(name)
 
 
 def load_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -115,11 +130,15 @@ def medmnist_rows(path: Path, image_dir: Path, *, label_names: Sequence[str] | N
         ids = [f"{split}_{i:05d}" for i in range(len(images))]
         paths = [folder / f"{i}.png" for i in ids]
         for image, out in zip(images, paths):
-            Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image).save(out, compress_level=1)
+            with atomic_output(out) as tmp:  # a full disk: one line, no 0-byte PNG
+                pixels = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+                Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1)
         frame = pd.DataFrame({"path": [str(p) for p in paths], "patient_id": ids, "id": ids, "split": split})
         frames.append(pd.concat([frame, columns[split]], axis=1))
     table = pd.concat(frames, ignore_index=True)
     table["meta_patient_note"] = PATIENT_NOTE
+    if known_modality(path.stem):
+        table["meta_modality"] = known_modality(path.stem)
     counts = {split: len(images) for split, (images, _) in splits.items()}
     return table, kind, counts
 

@@ -14,14 +14,19 @@ import numpy as np
 from PIL import Image
 
 from greenfm.data.arrays import first_line, photometric_of
+from greenfm.data.decode_budget import check_decode_size
 from greenfm.errors import BadInputError
 
+# Bytes per pixel of Pillow's decoded buffer, by mode (it pads RGB and most others to 4).
+_PIL_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
-def probe_raster(path: Path) -> None:
+
+def probe_raster(path: Path, *, max_decode_bytes: int | None = None) -> None:
     try:
         with Image.open(path) as im:
             if 0 in im.size:
                 raise BadInputError(f"image has zero size {im.size}", source=str(path))
+            check_pil_size(im, path, max_decode_bytes)
             _check_pil_depth(im, path)
             im.verify()  # PNG: walks every chunk and checks its CRC; no decompression
     except BadInputError:
@@ -30,10 +35,16 @@ def probe_raster(path: Path) -> None:
         raise BadInputError(f"corrupt or unreadable image ({first_line(err)})", source=str(path)) from None
 
 
-def read_raster(path: Path, fmt: str, frame: int | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Pixels and metadata of one page; multi-page files need ``frame``."""
+def read_raster(
+    path: Path, fmt: str, frame: int | None, *, max_decode_bytes: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels and metadata of one page; multi-page files need ``frame``.
+
+    The page's size is checked against the decode budget before Pillow decodes it.
+    """
     try:
         with Image.open(path) as im:
+            check_pil_size(im, path, max_decode_bytes)
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1 and frame is None:
                 raise BadInputError(f"has {n_frames} pages; pass frame= to pick one", source=str(path))
@@ -41,6 +52,9 @@ def read_raster(path: Path, fmt: str, frame: int | None) -> tuple[np.ndarray, di
                 if not 0 <= frame < n_frames:
                     raise BadInputError(f"frame {frame} is out of range for {n_frames} page(s)", source=str(path))
                 im.seek(frame)
+                check_pil_size(im, path, max_decode_bytes)
+            if 0 in im.size:
+                raise BadInputError(f"image has zero size {im.size}", source=str(path))
             _check_pil_depth(im, path)
             mode = im.mode
             im = _pil_to_kept_mode(im)
@@ -55,6 +69,12 @@ def read_raster(path: Path, fmt: str, frame: int | None) -> tuple[np.ndarray, di
     if bits:
         metadata["bits_stored"] = bits
     return array, metadata
+
+
+def check_pil_size(im, path: Path, max_decode_bytes: int | None) -> None:
+    """Width x height x Pillow's bytes per pixel from the header, against the decode budget."""
+    width, height = im.size
+    check_decode_size(path, (height, width), _PIL_PIXEL_BYTES.get(im.mode, 4), volume=False, budget=max_decode_bytes)
 
 
 def _pil_to_kept_mode(im):

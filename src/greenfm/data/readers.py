@@ -15,9 +15,8 @@ are otherwise converted losslessly or refused (see ``greenfm.data.arrays``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,8 +30,9 @@ from greenfm.data.arrays import (
     photometric_of,
     probe_numpy,
 )
+from greenfm.data.image_data import ImageData, Volume
 from greenfm.data.raster import probe_raster, read_raster
-from greenfm.errors import BadInputError
+from greenfm.errors import BadInputError, GreenfmError
 
 __all__ = [
     "ImageData", "Volume", "probe", "read_image", "read_volume", "sniff_format",
@@ -58,62 +58,6 @@ _EXTENSIONS = {
     ".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd",
     ".npz": "npz", ".npy": "npy",
 }  # fmt: skip
-
-
-@dataclass
-class ImageData:
-    """One 2-D image: ``array`` (H, W) or (H, W, C) and its ``metadata``.
-
-    ``metadata`` always holds ``format``, ``source``, ``bits_stored`` (significant
-    bits of integer pixels), ``photometric`` (``MONOCHROME2``, high = bright, or
-    ``RGB``) and ``spacing`` ((row, column) mm or None), plus format-specific
-    keys (DICOM: ``modality``, ``rescaled``, ``window``, ``frames``...).
-    """
-
-    array: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def format(self) -> str:
-        return self.metadata["format"]
-
-    @property
-    def bits_stored(self) -> int | None:
-        return self.metadata.get("bits_stored")
-
-    @property
-    def photometric(self) -> str:
-        return self.metadata["photometric"]
-
-    @property
-    def spacing(self) -> tuple[float, float] | None:
-        return self.metadata.get("spacing")
-
-
-@dataclass
-class Volume:
-    """A 3-D volume: ``array`` (D, H, W), int16 or float32 (or uint8/uint16 for masks).
-
-    ``spacing`` is (z, y, x) in mm, i.e. along (D, H, W). ``affine`` maps a voxel
-    index (d, h, w, 1) to RAS+ world coordinates in mm (the NIfTI convention, with
-    the index axes in array order). ``orientation`` names, for each array axis,
-    the world direction it increases towards, e.g. ``"SPL"`` or ``"IPR"``.
-    """
-
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
-
-    @property
-    def orientation(self) -> str:
-        from nibabel.orientations import aff2axcodes
-
-        return "".join(aff2axcodes(self.affine))
 
 
 def sniff_format(path: str | Path) -> str:
@@ -153,34 +97,64 @@ def sniff_format(path: str | Path) -> str:
     raise BadInputError(f"unsupported or unrecognised file format (supported: {SUPPORTED})", source=str(path))
 
 
-def probe(path: str | Path) -> None:
+def _one_line_errors(reader):
+    """Any exception a library raises on a malformed file becomes a one-line BadInputError naming it.
+
+    The readers catch the failures they know; this is the net under them, so that
+    one hostile file never stops a whole manifest with a traceback. Its message
+    says "unexpected error", which the fuzz harness counts as a finding to fix.
+    """
+
+    @functools.wraps(reader)
+    def wrapped(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except GreenfmError:
+            raise
+        except MemoryError:
+            raise BadInputError(
+                "ran out of memory while decoding (lower GREENFM_MAX_DECODE_BYTES or the worker count)", source=str(path)
+            ) from None
+        except Exception as err:
+            raise BadInputError(
+                f"unexpected error while reading ({type(err).__name__}: {first_line(err)[:200]})", source=str(path)
+            ) from err
+
+    return wrapped
+
+
+@_one_line_errors
+def probe(path: str | Path, *, max_decode_bytes: int | None = None) -> None:
     """Cheaply check that ``path`` is an image or volume greenfm can read.
 
     Reads magic bytes and headers only (a DICOM header with the pixel data
     deferred, a NIfTI header, PNG chunk checksums), never decodes pixels. Raises
     ``BadInputError("<path>: <why>")`` for a missing, corrupt, truncated or
-    unsupported file.
+    unsupported file, or one whose header declares more pixels than the decode
+    budget allows (see ``greenfm.data.decode_budget``).
     """
     path = Path(path)
     fmt = sniff_format(path)
+    budget = {"max_decode_bytes": max_decode_bytes}
     if fmt in _PIL_FORMATS:
-        probe_raster(path)
+        probe_raster(path, **budget)
     elif fmt == "dicom":
         from greenfm.data.dicom import probe_dicom
 
-        probe_dicom(path)
+        probe_dicom(path, **budget)
     elif fmt == "dicom-series":
         from greenfm.data.dicom_series import probe_dicom_folder
 
-        probe_dicom_folder(path)
+        probe_dicom_folder(path, **budget)
     elif fmt in ("nifti", "nrrd"):
         from greenfm.data.volume_files import probe_nifti, probe_nrrd
 
-        (probe_nifti if fmt == "nifti" else probe_nrrd)(path)
+        (probe_nifti if fmt == "nifti" else probe_nrrd)(path, **budget)
     else:
-        probe_numpy(path, fmt)
+        probe_numpy(path, fmt, **budget)
 
 
+@_one_line_errors
 def read_image(
     path: str | Path,
     *,
@@ -189,6 +163,7 @@ def read_image(
     key: str | None = None,
     index: int | None = None,
     nan_fill: float | None = None,
+    max_decode_bytes: int | None = None,
 ) -> ImageData:
     """Read one 2-D image; see the module docstring for the formats.
 
@@ -199,21 +174,25 @@ def read_image(
     [0, 1]. ``key`` / ``index`` pick an array and an image along its first axis
     in an ``.npz`` (e.g. ``key="train_images", index=3`` in a MedMNIST file).
     NaN pixels are an error unless ``nan_fill`` gives a replacement value.
+    A file whose header declares more than ``max_decode_bytes`` of pixels is
+    refused before decoding (default: ``GREENFM_MAX_DECODE_BYTES``, else 256 MiB;
+    see ``greenfm.data.decode_budget``).
     """
     path = Path(path)
     fmt = sniff_format(path)
+    budget = {"max_decode_bytes": max_decode_bytes}
     if window is not None and fmt != "dicom":
         raise BadInputError("window= applies to DICOM files only", source=str(path))
     if fmt in _PIL_FORMATS:
-        image = ImageData(*read_raster(path, fmt, frame))
+        image = ImageData(*read_raster(path, fmt, frame, **budget))
     elif fmt == "dicom":
         from greenfm.data.dicom import read_dicom_image
 
-        image = read_dicom_image(path, frame=frame, window=window)
+        image = read_dicom_image(path, frame=frame, window=window, **budget)
     elif fmt in ("nifti", "nrrd"):
-        image = _image_from_volume(path, nan_fill)
+        image = _image_from_volume(path, nan_fill, max_decode_bytes)
     elif fmt in ("npz", "npy"):
-        array = load_array(path, key=key, index=index)
+        array = load_array(path, key=key, index=index, **budget)
         image = ImageData(array, {"format": fmt, "photometric": photometric_of(array), "spacing": None})
     else:
         raise BadInputError("is a folder; read a DICOM series with read_volume", source=str(path))
@@ -224,12 +203,14 @@ def read_image(
     return image
 
 
+@_one_line_errors
 def read_volume(
     path: str | Path,
     *,
     series_uid: str | None = None,
     spacing: tuple[float, float, float] | None = None,
     nan_fill: float | None = None,
+    max_decode_bytes: int | None = None,
 ) -> Volume:
     """Read a 3-D volume (D, H, W) with its spacing (z, y, x) mm and affine.
 
@@ -238,25 +219,28 @@ def read_volume(
     or an ``.npz`` / ``.npy`` array, taken as (D, H, W) in SPL display orientation
     (spacing from a ``spacing`` key, else 1 mm with ``metadata["spacing_known"] =
     False``). ``spacing`` overrides the stored spacing of any source. NaN voxels
-    are an error unless ``nan_fill`` gives a replacement value.
+    are an error unless ``nan_fill`` gives a replacement value. A volume whose
+    headers declare more than ``max_decode_bytes`` of voxels is refused before
+    decoding (default: ``GREENFM_MAX_DECODE_BYTES``, else 1 GiB).
     """
     path = Path(path)
     fmt = sniff_format(path)
+    budget = {"max_decode_bytes": max_decode_bytes}
     if fmt == "dicom-series":
         from greenfm.data.dicom_series import read_dicom_series
 
-        volume = read_dicom_series(path, series_uid=series_uid)
+        volume = read_dicom_series(path, series_uid=series_uid, **budget)
     elif fmt == "dicom":
         from greenfm.data.dicom import read_dicom_multiframe
 
-        volume = read_dicom_multiframe(path)
+        volume = read_dicom_multiframe(path, **budget)
     elif fmt in ("nifti", "nrrd"):
         from greenfm.data.volume_files import read_nifti, read_nrrd
 
-        volume = (read_nifti if fmt == "nifti" else read_nrrd)(path)
+        volume = (read_nifti if fmt == "nifti" else read_nrrd)(path, **budget)
     elif fmt in ("npz", "npy"):
         given = spacing if spacing is not None else _stored_spacing(path)
-        volume = Volume(load_array(path), (1.0, 1.0, 1.0), display_affine((1.0, 1.0, 1.0)))
+        volume = Volume(load_array(path, volume=True, **budget), (1.0, 1.0, 1.0), display_affine((1.0, 1.0, 1.0)))
         volume.metadata.update(format=fmt, spacing_known=given is not None)
     else:
         raise BadInputError(f"is a 2-D {fmt.upper()} image, not a volume; use read_image", source=str(path))
@@ -291,9 +275,9 @@ def with_spacing(volume: Volume, spacing: tuple[float, float, float]) -> Volume:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _image_from_volume(path: Path, nan_fill: float | None) -> ImageData:
+def _image_from_volume(path: Path, nan_fill: float | None, max_decode_bytes: int | None) -> ImageData:
     """A NIfTI / NRRD holding one slice, as a 2-D image (H, W)."""
-    volume = read_volume(path, nan_fill=nan_fill)
+    volume = read_volume(path, nan_fill=nan_fill, max_decode_bytes=max_decode_bytes)
     if volume.array.shape[0] != 1:
         raise BadInputError(f"is a 3-D volume {volume.array.shape}; read it with read_volume", source=str(path))
     _, dy, dx = volume.spacing
@@ -304,9 +288,12 @@ def _image_from_volume(path: Path, nan_fill: float | None) -> ImageData:
 def _stored_spacing(path: Path) -> tuple[float, float, float] | None:
     if path.suffix.lower() != ".npz":
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if "spacing" in data.files and np.asarray(data["spacing"]).size == 3:
-            return tuple(float(s) for s in np.asarray(data["spacing"]).ravel())  # type: ignore[return-value]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "spacing" in data.files and np.asarray(data["spacing"]).size == 3:
+                return tuple(float(s) for s in np.asarray(data["spacing"]).ravel())  # type: ignore[return-value]
+    except Exception as err:  # a corrupt zip raises BadZipFile, zlib.error, ValueError, OSError...
+        raise BadInputError(f"cannot be read as a NumPy file ({first_line(err)})", source=str(path)) from None
     return None
 
 

@@ -114,7 +114,9 @@ class FractionPlan:
         for c in self.counts:
             f = c["fraction"]
             share = f"{c['actual_fraction']:.2%}"
-            lines.append(f"  {f:g}: {c['n_images']} images ({share}) from {c['n_patients']} patients")
+            same = f"; the same subset as {c['same_subset_as']:g}" if "same_subset_as" in c else ""
+            lines.append(f"  {f:g}: {c['n_patients']} patients ({c.get('patient_fraction', f):.2%}), "
+                         f"{c['n_images']} images ({share}){same}")
             if self.missing_positives.get(f):
                 lines.append(f"    no positives for: {', '.join(self.missing_positives[f])}")
         return "\n".join(lines)
@@ -141,15 +143,20 @@ def nested_label_fractions(
     findings: Sequence[str] | None = None,
     min_positives: int = 1,
 ) -> FractionPlan:
-    """Draw nested label fractions (of images) made of whole patients.
+    """Draw nested label fractions: each fraction is that share of the training patients.
 
     Patients are put in one seeded order, stratified by their finding pattern
-    (systematic sampling within strata, so every prefix is stratified); each
-    fraction is the prefix whose image count is closest to its target. Where a
-    prefix lacks ``min_positives`` positive images of a finding, the next
-    patients with one are moved to its end (the fraction grows a little). A
-    fraction still left without positives warns and is listed in
-    ``missing_positives``.
+    (systematic sampling within strata, so every prefix is stratified), and each
+    fraction ``f`` is the first ``round(f x patients)`` of them (at least one; ``1.0``
+    all). Rare findings: the order begins with one patient holding ``min_positives``
+    positive image(s) of each finding, rarest finding first (a patient covering several
+    counts once), so the smallest subsets hold as many findings as their size allows; a
+    subset still without a positive of a finding warns and lists it in
+    ``missing_positives`` (training skips and counts that finding in that cell). The
+    order depends only on the table, ``seed`` and ``findings``, never on the other
+    fractions asked for: ``finetune --label-fraction 0.1`` and a study's 10% are the same
+    patients. Two fractions that round to the same patients are flagged
+    (``same_subset_as`` in their counts, and a warning).
     """
     table, findings = _table_and_findings(train_table, findings)
     fracs = tuple(sorted(float(f) for f in fractions))
@@ -164,16 +171,15 @@ def nested_label_fractions(
     rng = np.random.default_rng(seed)
     strata = _strata(pos > 0, min_count=2) if stratify and findings else np.zeros(len(patients), dtype=int)
     order = list(_stratified_order(strata, rng))
-    total = int(images.sum())
-    length = 0
+    if min_positives > 0 and findings:
+        order = _positives_first(order, pos, min_positives)
+    total, n_patients = int(images.sum()), len(order)
     rows: dict[float, np.ndarray] = {}
     counts: list[dict[str, Any]] = []
     missing: dict[float, list[str]] = {}
+    previous: tuple[float, int] | None = None
     for f in fracs:
-        cum = np.cumsum(images[order])
-        target = f * total
-        length = max(length, len(order) if f >= 1 else int(np.argmin(np.abs(cum - target))) + 1)
-        length = _pull_in_positives(order, length, pos, min_positives)
+        length = n_patients if f >= 1 else min(n_patients, max(1, int(f * n_patients + 0.5)))
         chosen = np.asarray(order[:length])
         member = np.isin(patient_of_row, chosen)
         rows[f] = np.flatnonzero(member)
@@ -181,12 +187,18 @@ def nested_label_fractions(
         missing[f] = [name for name, n in zip(findings, got) if n == 0]
         counts.append({
             "fraction": f,
-            "target_images": round(target, 2),
+            "target_patients": round(f * n_patients, 2),
             "n_images": int(member.sum()),
             "n_patients": int(length),
             "actual_fraction": float(member.sum() / total),
+            "patient_fraction": float(length / n_patients),
             **{f"positives_{name}": int(n) for name, n in zip(findings, got)},
         })
+        if previous is not None and previous[1] == length:
+            counts[-1]["same_subset_as"] = previous[0]
+            warnings.warn(f"label fractions {previous[0]:g} and {f:g} (seed {seed}) are the same {length} of "
+                          f"{n_patients} training patients", stacklevel=2)  # fmt: skip
+        previous = (f, length)
         if missing[f]:
             warnings.warn(f"label fraction {f:g} (seed {seed}) has no positive images for: {', '.join(missing[f])}",
                           stacklevel=2)
@@ -202,13 +214,28 @@ def split_manifest(
     test: float = 0.2,
     seed: int = 0,
     stratify: bool = True,
+    keep_test: bool = False,
 ) -> Manifest:
-    """Split a manifest by patient and write it to ``out``; never overwrites the input."""
+    """Split a manifest by patient and write it to ``out``; never overwrites the input.
+
+    ``keep_test``: the input's ``test`` rows stay the test split and only the other rows are
+    split, into train and ``val`` (a share of those rows' images); ``test`` is then unused.
+    """
     manifest = data if isinstance(data, Manifest) else load_manifest(data, check_files=False)
     out = Path(out)
     if manifest.source is not None and out.resolve() == Path(manifest.source).resolve():
         raise ConfigError(f"{out}: refusing to overwrite the input manifest; choose another --out")
-    table = patient_grouped_split(manifest, val=val, test=test, seed=seed, stratify=stratify)
+    if keep_test:
+        if not manifest.has_splits or not (manifest.table["split"] == "test").any():
+            raise ConfigError("--keep-test needs a manifest whose 'split' column already holds test rows")
+        given = manifest.table["split"]
+        is_test = (given == "test").fillna(False).to_numpy(dtype=bool)
+        rest = patient_grouped_split(manifest.table.loc[~is_test].drop(columns=["split"]), val=val, test=0.0,
+                                     seed=seed, stratify=stratify, findings=manifest.findings)  # fmt: skip
+        table = manifest.table.copy()
+        table.loc[~is_test, "split"] = rest["split"].to_numpy()
+    else:
+        table = patient_grouped_split(manifest, val=val, test=test, seed=seed, stratify=stratify)
     result = Manifest(table, list(manifest.findings), out, [])
     result.save(out)
     return result
@@ -288,15 +315,16 @@ def _stratified_order(strata: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.lexsort((tiebreak, position))
 
 
-def _pull_in_positives(order: list[int], length: int, pos: np.ndarray, min_positives: int) -> int:
-    """Move the next patients with positives of under-represented findings to the prefix end."""
-    for k in range(pos.shape[1]):
-        have = int(pos[order[:length], k].sum())
-        j = length
-        while have < min_positives and j < len(order):
-            if pos[order[j], k] > 0:
-                order.insert(length, order.pop(j))
-                have += int(pos[order[length], k])
-                length += 1
-            j += 1
-    return length
+def _positives_first(order: list[int], pos: np.ndarray, min_positives: int) -> list[int]:
+    """The order with, first, one patient per finding (rarest first) holding ``min_positives`` positives."""
+    carriers = (pos >= min_positives).sum(axis=0)
+    front: list[int] = []
+    covered = np.zeros(pos.shape[1], dtype=bool)
+    for k in np.argsort(carriers, kind="stable"):
+        if covered[k] or carriers[k] == 0:
+            continue
+        patient = next(p for p in order if pos[p, k] >= min_positives)
+        front.append(patient)
+        covered |= pos[patient] >= min_positives
+    chosen = set(front)
+    return front + [p for p in order if p not in chosen]

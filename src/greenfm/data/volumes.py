@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from greenfm.data.readers import Volume
+from greenfm.data.image_data import Volume
 from greenfm.errors import ConfigError
 
 Size3 = tuple[int, int, int]

@@ -3,7 +3,9 @@
 A file is written to a temporary name in the same folder, flushed and fsynced,
 then renamed over the target with ``os.replace`` (atomic on POSIX and Windows),
 so a crash at any moment leaves either the old file or the new one, never half
-of one. Temporary files left by a killed writer are never read.
+of one. Temporary files left by a killed writer are never read. A full disk
+raises ``DiskFullError`` (one line: the folder, the space needed, the space free)
+after removing the temporary file; the previous file stays intact.
 
 Everything a training checkpoint holds is tensors, lists, dicts and numbers, so
 it loads with ``torch.load(weights_only=True)``.
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from greenfm.errors import BadInputError
+from greenfm.io_safety import disk_full_guard, plain_file_mode
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +37,18 @@ _SNAPSHOT = re.compile(r"^step-(\d+)\.ckpt$")
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(handle)`` on a temporary file, fsync it, then rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full_guard(path.parent, needed=_size_of(path), what=path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     _fsync_dir(path.parent)
     return path
 
@@ -107,14 +111,17 @@ def save_exported(module: nn.Module, path: str | Path, *, metadata: dict[str, st
     from safetensors.torch import save_model
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_model(module, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    needed = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    with disk_full_guard(path.parent, needed=needed, what=path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_model(module, str(tmp), metadata=metadata)
+            plain_file_mode(tmp)  # safetensors writes 0600
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -194,6 +201,14 @@ def load_weights(module: nn.Module, path: str | Path, *, strict: bool = True) ->
     module.load_state_dict(state, strict=False)
     log.info("loaded weights: %s", report.summary())
     return report
+
+
+def _size_of(path: Path) -> int | None:
+    """The size of the file a write replaces: the best guess of what the new one needs."""
+    try:
+        return path.stat().st_size or None
+    except OSError:
+        return None
 
 
 def _copy_into(source: Path, handle: IO[bytes]) -> None:

@@ -1,4 +1,4 @@
-"""Forward FLOPs counted with ``torch.utils.flop_counter.FlopCounterMode``.
+"""FLOPs of a method's training step, for the ledger (model counting: ``greenfm.models.flops``).
 
 Convention (METHODS.md section 8): 1 multiply-accumulate = 2 FLOPs; convolutions,
 linear layers and both attention matmuls (QK^T and AV) are counted; softmax,
@@ -10,83 +10,20 @@ the ``meta`` device too (no memory, no compute), which keeps it fast for big mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from greenfm.engine.rng import preserved_rng
-
-FLOP_CONVENTION = "1 MAC = 2 FLOPs; conv, linear and both attention matmuls; softmax/norms/activations ignored"
-
-# ops that hold attention's QK^T / AV products (explicit matmuls become bmm)
-_ATTENTION_OPS = ("bmm", "baddbmm", "scaled_dot_product")
-
-
-@contextmanager
-def explicit_attention(model: nn.Module) -> Iterator[None]:
-    """Set ``fused_attn=False`` on every module that has it; restore the old values on exit."""
-    saved = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
-    for module, _ in saved:
-        module.fused_attn = False
-    try:
-        yield
-    finally:
-        for module, value in saved:
-            module.fused_attn = value
-
-
-@contextmanager
-def unchanged_state(model: nn.Module) -> Iterator[None]:
-    """Keep buffers (e.g. BatchNorm statistics), train/eval flags and the RNGs as they were."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
-    try:
-        with preserved_rng():
-            yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in buffers:
-                buffer.copy_(value)
-        for module, mode in modes:
-            module.training = mode
-
-
-def count_flops_by_op(model: nn.Module, example_input: Any, *, call: str | None = None) -> dict[str, int]:
-    """FLOPs per aten op for one forward of ``model`` on ``example_input``.
-
-    ``example_input``: a tensor (``model(x)``), a tuple (``model(*x)``) or a mapping
-    (``model(**x)``); with ``call="training_step"``, ``getattr(model, call)(example_input)``.
-    Runs under ``no_grad`` with explicit attention; the model's state is left as found.
-    """
-    counter = FlopCounterMode(display=False)
-    with explicit_attention(model), unchanged_state(model), torch.no_grad(), counter:
-        if call is not None:
-            getattr(model, call)(example_input)
-        elif isinstance(example_input, tuple):
-            model(*example_input)
-        elif isinstance(example_input, Mapping):
-            model(**example_input)
-        else:
-            model(example_input)
-    return {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-
-
-def count_forward_flops(model: nn.Module, example_input: Any, *, include_attention: bool = True) -> int:
-    """Total forward FLOPs of ``model`` on ``example_input`` (pass a batch of one for per-image).
-
-    ``include_attention=False`` leaves out the attention matmuls (bmm / SDPA ops), i.e.
-    linear and convolution layers only.
-    """
-    by_op = count_flops_by_op(model, example_input)
-    return sum(n for op, n in by_op.items() if include_attention or not is_attention_op(op))
-
-
-def is_attention_op(op: str) -> bool:
-    return any(name in op for name in _ATTENTION_OPS)
+from greenfm.models.flops import (  # noqa: F401  (re-exported: the engine's counting API)
+    FLOP_CONVENTION,
+    count_flops_by_op,
+    count_forward_flops,
+    explicit_attention,
+    is_attention_op,
+    unchanged_state,
+)
 
 
 def count_step_flops_per_sample(method: nn.Module, batch: Mapping[str, Any], *, samples: int = 2) -> float:

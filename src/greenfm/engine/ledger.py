@@ -233,12 +233,17 @@ class ComputeLedger:
             "device_count": static.get("device_count", 1),
             "num_nodes": static.get("num_nodes", 1),
             "cpu_cores": static.get("cpu_cores"),
+            "torch_threads": static.get("torch_threads"),
+            "dataloader_workers": static.get("dataloader_workers"),
+            "busy_cores_at_start": static.get("busy_cores_at_start"),  # other jobs' load: contention, not the method
             "device_hours": wall * static.get("device_count", 1) / 3600.0,
             **self._peaks(readings, reasons),
             "samples_seen": samples,
+            "samples_trained": int(progress.get("samples_trained", samples)),
             "images_per_s": samples / train_time if _number(train_time) and train_time > 0 else UNAVAILABLE,
             "optimizer_steps": int(progress.get("step", 0)),
             "epochs_completed": int(progress.get("epochs_completed", 0)),
+            "nonfinite_batches_skipped": int(progress.get("nonfinite_skipped", 0)),
             "dataset_size": static.get("dataset_size"),
             "precision": static.get("precision"),
             "global_batch": static.get("global_batch"),
@@ -249,6 +254,7 @@ class ComputeLedger:
             "step_forward_flops_per_sample": static.get("step_forward_flops_per_sample", UNAVAILABLE),
             "training_flops_per_sample": per_sample if per_sample is not None else UNAVAILABLE,
             "training_flops_source": static.get("training_flops_source", UNAVAILABLE),
+            "training_flops_convention": static.get("training_flops_convention", UNAVAILABLE),
             "total_training_flops": total_flops,
             "achieved_flops_per_s": total_flops / train_time
             if _number(total_flops) and _number(train_time) and train_time > 0
@@ -309,6 +315,8 @@ def flops_fields(measured: dict[str, Any], flops_per_sample: float | None) -> di
             training_flops_per_sample=3.0 * measured["step_forward_flops_per_sample"],
             training_flops_source="3 x forward of training_step",
         )
+    if "training_flops_convention" in measured:
+        fields["training_flops_convention"] = measured["training_flops_convention"]
     fields["flops_unavailable_reason"] = measured.get("step_forward_reason", "FLOPs were not counted")
     fields["forward_unavailable_reason"] = measured.get("forward_reason", "not counted")
     return fields
@@ -334,6 +342,7 @@ _ROWS = [
     ),
     ("peak host RSS", "peak_host_rss_bytes", "gib"),
     ("images seen", "samples_seen", "{:,}"),
+    ("images trained on", "samples_trained", "{:,}"),
     ("images/s", "images_per_s", "{:.1f}"),
     ("optimiser steps", "optimizer_steps", "{:,}"),
     ("precision", "precision", "{}"),

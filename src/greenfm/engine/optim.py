@@ -11,6 +11,7 @@ ones (biases, norms, LayerScale gammas).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -115,3 +116,46 @@ def apply_schedule(scheduler: CosineLRScheduler, config: TrainConfig, *, step: i
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The largest group lr: the unscaled schedule value when no ``lr_scale`` exceeds 1."""
     return max(group["lr"] for group in optimizer.param_groups)
+
+
+def fit_schedule_to_run(recipe: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's ``TrainConfig`` defaults under the user's options, its schedule stretched to the run.
+
+    A recipe states its schedule for its own length (token reconstruction: a 100-epoch
+    cosine with 10 warm-up epochs for 100 epochs). When the user changes ``epochs`` and pins
+    neither ``t_initial`` nor ``warmup``, both scale by the same ratio, so the cosine still
+    ends at the run's end (the official 120-epoch run against a 100-epoch cosine keeps its
+    5:6 shape). Warm-up counted in steps (``schedule_interval: step``) is a fixed number of
+    updates and stays as given.
+    """
+    merged = {**recipe, **given}
+    if merged.get("schedule_interval") != recipe.get("schedule_interval", merged.get("schedule_interval")):
+        if "t_initial" not in given:  # the recipe's horizon is in the other unit: span the run instead
+            merged["t_initial"] = None
+        return merged
+    epochs, recipe_epochs = merged.get("epochs"), recipe.get("epochs")
+    if not recipe_epochs or not epochs or epochs == recipe_epochs:
+        return merged
+    ratio = epochs / recipe_epochs
+    if "t_initial" not in given and recipe.get("t_initial"):
+        merged["t_initial"] = max(1, round(recipe["t_initial"] * ratio))
+    if "warmup" not in given and recipe.get("warmup") and merged.get("schedule_interval", "step") == "epoch":
+        horizon = merged.get("t_initial") or epochs
+        merged["warmup"] = max(0, min(int(recipe["warmup"] * ratio + 0.5), horizon - 1))
+    return merged
+
+
+def describe_schedule(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> str:
+    """One line: the learning rate this run follows, from its first update to its last."""
+    unit = config.schedule_interval
+    run_length = total_steps if unit == "step" else math.ceil(total_steps / max(1, steps_per_epoch))
+    horizon = schedule_horizon(config, total_steps)
+    warm = (f"linear warm-up over {config.warmup} {unit}(s) from {config.warmup_lr_init:g} to {config.lr:g}, then "
+            if config.warmup else f"from {config.lr:g}, ")  # fmt: skip
+    if config.schedule == "constant":
+        return f"constant per {unit}: {warm}constant for the rest of the run ({run_length} {unit}s)"
+    tail = "" if horizon <= run_length else f" (the run stops at {unit} {run_length}, before the cosine ends)"
+    if horizon < run_length:
+        tail = f", then {config.min_lr:g} for the last {run_length - horizon} {unit}(s)"
+    return (f"cosine per {unit}: {warm}cosine down to {config.min_lr:g} at {unit} {horizon} of the run's "
+            f"{run_length}{tail}")

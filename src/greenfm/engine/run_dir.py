@@ -16,10 +16,12 @@ Only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import yaml
 
 import greenfm
 from greenfm.engine.checkpoint import atomic_write_text
+from greenfm.io_safety import DiskFullError, disk_full, disk_full_guard, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +174,16 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(plain_json(row)) + "\n")
+        line = json.dumps(plain_json(row)) + "\n"
+        size = self.path.stat().st_size if self.path.is_file() else 0
+        try:
+            with disk_full_guard(self.path.parent, needed=len(line), what=self.path.name):
+                with open(self.path, "a") as handle:
+                    handle.write(line)
+        except DiskFullError:
+            with contextlib.suppress(OSError):  # no half row: cut back to the last whole one
+                os.truncate(self.path, size)
+            raise
         if self.writer is not None:
             prefix = "epoch/" if row.get("type") == "epoch" else "train/"
             x = row.get("epoch") if row.get("type") == "epoch" else row.get("step")
@@ -215,7 +226,7 @@ def log_to_file(run: RunDir, *, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    handler = logging.FileHandler(run.log, mode="a", encoding="utf-8")
+    handler = _LogFile(run.log, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("greenfm")
@@ -229,6 +240,16 @@ def log_to_file(run: RunDir, *, enabled: bool) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         handler.close()
+
+
+class _LogFile(logging.FileHandler):
+    """``train.log``; a full disk raises ``DiskFullError`` where logging would print a traceback and go on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and is_disk_full(exc):
+            raise disk_full(Path(self.baseFilename).parent, what=Path(self.baseFilename).name) from None
+        super().handleError(record)
 
 
 def plain_json(value: Any) -> Any:

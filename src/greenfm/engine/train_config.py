@@ -54,7 +54,14 @@ class TrainConfig(GreenfmConfig):
     devices: int = Field(1, ge=1, description="Processes (GPUs, or CPU processes) per node; >1 runs DDP.")
     num_nodes: int = Field(1, ge=1, description="Machines; under torchrun or SLURM the environment decides.")
     accelerator: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
-    num_workers: int = Field(4, ge=0, description="DataLoader worker processes per device.")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes per device (None: chosen from the machine: 0 on CPU, "
+        "up to 4 from each GPU process's share of the cores)."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per process (None: the process's share of the cores that "
+        "other jobs leave free, less its workers on CPU; never more than OMP_NUM_THREADS)."
+    )
     checkpoint_every_steps: int | None = Field(
         None, ge=1, description="Write checkpoints/last.ckpt every this many optimiser steps."
     )
@@ -66,6 +73,11 @@ class TrainConfig(GreenfmConfig):
     )
     log_every_steps: int = Field(10, ge=1, description="Write a metrics.jsonl row every this many steps.")
     drop_last: bool = Field(False, description="Drop the last incomplete global batch of each epoch.")
+    on_nonfinite: Literal["skip", "stop"] = Field(
+        "stop",
+        description="A NaN/Inf loss or gradient: stop (name the step and samples; the last checkpoint stays) or skip "
+        "the batch (weights kept; counted in train.log, metrics.jsonl and compute.json).",
+    )
     find_unused_parameters: bool = Field(
         False, description="DDP: allow trainable parameters that get no gradient in a step (slower)."
     )

@@ -1,9 +1,15 @@
 """``fit``: the one training loop every recipe shares (Lightning Fabric).
 
 A *method* is an ``nn.Module`` with ``training_step(batch) -> {"loss": ..., ...}``
-(other scalar entries are logged), and optionally ``optimizer_groups(weight_decay)``,
-``on_after_optimizer_step(step)`` (``step``: 0-based index of the update just made)
-and ``export_model()``. Frozen parts (a teacher) have ``requires_grad=False``;
+(other scalar entries are logged; ``samples_trained``, the samples whose loss reached the
+gradient, is summed into the ledger instead), and optionally the hooks of the recipe
+contract (``greenfm.methods.base.Recipe``): ``setup(context)`` (rank, world size and a
+gradient-keeping ``all_gather``), ``collate(samples)``, ``per_sample_loss`` (False refuses
+gradient accumulation: a contrastive loss does not split over micro-batches),
+``training_flops_per_sample(batch)``, ``on_epoch_start(epoch)``,
+``on_micro_batch(index, count)`` (before each micro-batch of a step), ``clip_gradients(max_norm, clip)``,
+``optimizer_groups(weight_decay)``, ``on_after_optimizer_step(step)`` (``step``: 0-based
+index of the update just made) and ``export_model()``. Frozen parts (a teacher) have ``requires_grad=False``;
 ``fit`` calls ``method.train()``, so a method that keeps its teacher in eval mode
 overrides ``train()``. State a method needs to resume must live in parameters or
 buffers. The engine owns optimiser, schedule, precision, accumulation, clipping,
@@ -15,6 +21,12 @@ for bit on the same hardware and thread count). With ``num_workers > 0`` the ord
 is exact too, but augmentation drawn inside worker processes is reseeded per (epoch,
 resume point), so only ``num_workers=0`` or a dataset that seeds per sample
 reproduces it exactly.
+
+While ``fit`` runs it holds the run folder's lock (``engine.lock``: one writer per
+folder), turns SIGTERM / SIGINT into a checkpoint at the end of the current step and
+exit status 143 / 130 (``engine.signals``), and checks every step for a NaN or Inf loss
+or gradient before the optimiser step (``engine.nonfinite``, ``on_nonfinite``). A full
+disk ends it with one line and the previous checkpoint intact (``greenfm.io_safety``).
 """
 
 from __future__ import annotations
@@ -35,8 +47,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from greenfm.data.dataset import check_batch_against_contract
 from greenfm.engine.checkpoint import clean_stale_temporaries, save_checkpoint, save_exported, snapshot
+from greenfm.engine.distributed import RunContext
 from greenfm.engine.flops import batch_size_of, method_flops
 from greenfm.engine.launch import build_fabric, gather_objects, per_device_batch, resolve_hardware
+from greenfm.engine.lock import run_lock
+from greenfm.engine.nonfinite import NonFiniteLossError, describe, record_skip, sample_ids, step_is_finite, stop_message
+from greenfm.engine.signals import StopRequest, graceful_stop, ignore_stop_signals, interrupted
 from greenfm.engine.ledger import (
     ComputeLedger,
     cpu_count,
@@ -45,14 +61,15 @@ from greenfm.engine.ledger import (
     print_ledger,
     write_compute_json,
 )
-from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr
+from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr, describe_schedule
 from greenfm.engine.progress import ProgressBar
 from greenfm.engine.rng import capture_rng, preserved_rng, seed_all
+from greenfm.engine.threads import ThreadPlan, resolve_threads, torch_threads
 from greenfm.engine.run_dir import MetricsLog, RunDir, log_to_file, plain_json
 from greenfm.engine.sampler import EpochShardSampler, derived_seed
 from greenfm.engine.selection import BestEpoch
 from greenfm.engine.train_config import TrainConfig
-from greenfm.engine.training_state import capture_training_state, restore_training_state, resume_state
+from greenfm.engine.training_state import capture_training_state, restore_training_state, resume_state, resumed_threads
 from greenfm.errors import ConfigError, GreenfmError
 
 log = logging.getLogger(__name__)
@@ -111,27 +128,39 @@ def fit(
         raise ConfigError(f"{type(method).__name__} has no training_step(batch); it cannot be trained")
     if select_metric is not None and evaluate is None:
         raise ConfigError("select_metric needs an evaluate callback")
+    if config.accumulate > 1 and not getattr(method, "per_sample_loss", True):
+        raise ConfigError(
+            f"{type(method).__name__}'s loss does not split per sample (its negatives span the batch), so "
+            f"accumulate={config.accumulate} would change what it computes; use accumulate=1 with a batch that fits "
+            "(or more devices)"
+        )
     best = BestEpoch(select_metric, select_mode) if select_metric is not None else None
     if len(train_dataset) == 0:  # type: ignore[arg-type]
         raise ConfigError("the training set is empty")
     run = RunDir(Path(run_dir))
     hardware = resolve_hardware(config)
+    plan = resolve_threads(config.threads, config.num_workers, device_type=hardware.accelerator,
+                           processes=hardware.devices)  # fmt: skip
     micro = per_device_batch(config, hardware.world_size)
     state = resume_state(run, resume, config, hardware.world_size)
+    plan = resumed_threads(plan, state, config)  # CPU sums depend on the thread count: keep the run's
     fabric, precision_plugin = build_fabric(config, hardware)
-    if fabric.is_global_zero:
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(run.checkpoints)
-    fabric.barrier()
-    with log_to_file(run, enabled=fabric.is_global_zero):
-        loop = _Loop(fabric, hardware, precision_plugin, method, train_dataset, config, run, micro, state,
-                     evaluate=evaluate, best=best, flops_per_sample=flops_per_sample,
-                     record=plain_json(run_record or {}), sampler=sampler, export=export)  # fmt: skip
-        try:
-            return loop.run()
-        finally:
-            loop.ledger.close()
-            loop.metrics.close()
+    # one writer per run folder; SIGTERM / SIGINT stop after the current step with a checkpoint
+    with run_lock(run.root, enabled=fabric.is_global_zero), graceful_stop() as stop, torch_threads(plan.threads):
+        if fabric.is_global_zero:
+            run.checkpoints.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(run.checkpoints)
+        fabric.barrier()
+        with log_to_file(run, enabled=fabric.is_global_zero):
+            loop = _Loop(fabric, hardware, precision_plugin, method, train_dataset, config, run, micro, state,
+                         evaluate=evaluate, best=best, flops_per_sample=flops_per_sample,
+                         record=plain_json(run_record or {}), sampler=sampler, export=export, plan=plan)  # fmt: skip
+            loop.stop = stop
+            try:
+                return loop.run()
+            finally:
+                loop.ledger.close()
+                loop.metrics.close()
 
 
 class _StepModule(nn.Module):
@@ -158,7 +187,9 @@ class _Loop:
     """One session of one run."""
 
     def __init__(self, fabric, hardware, precision_plugin, method, dataset, config: TrainConfig, run: RunDir,
-                 micro: int, state: dict | None, *, evaluate, best, flops_per_sample, record, sampler, export):  # fmt: skip
+                 micro: int, state: dict | None, *, evaluate, best, flops_per_sample, record, sampler, export,
+                 plan: ThreadPlan):  # fmt: skip
+        self.plan = plan
         self.fabric, self.precision_plugin, self.method, self.dataset = fabric, precision_plugin, method, dataset
         self.config, self.run_dir, self.micro, self.record = config, run, micro, record
         self.evaluate, self.best, self.flops_per_sample = evaluate, best, flops_per_sample
@@ -173,13 +204,19 @@ class _Loop:
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
         optimizer = build_optimizer(method, config)
         self.scheduler = build_scheduler(optimizer, config, total_steps=self.total_steps)
+        if hasattr(method, "setup"):
+            method.setup(RunContext(rank=self.rank, world_size=self.world, device=fabric.device))
         self.model, self.optimizer = fabric.setup(_StepModule(method), optimizer)
-        self.progress = {"step": 0, "epoch": 0, "steps_in_epoch": 0, "samples_seen": 0, "epochs_completed": 0}
+        self.collate = getattr(method, "collate", None)
+        self.progress = {"step": 0, "epoch": 0, "steps_in_epoch": 0, "samples_seen": 0, "samples_trained": 0,
+                         "epochs_completed": 0}  # fmt: skip
         self.flops: dict[str, Any] = {}
         if state is not None:
             restore_training_state(state, method=method, optimizer=optimizer, scheduler=self.scheduler,
                                    precision_plugin=precision_plugin, rank=self.rank)  # fmt: skip
-            self.progress, self.flops = dict(state["progress"]), dict(state["flops"])
+            self.progress, self.flops = {"samples_trained": 0, **state["progress"]}, dict(state["flops"])
+            if state.get("sampler") and hasattr(sampler, "load_state_dict"):
+                sampler.load_state_dict(state["sampler"])
             if self.best is not None and state["best"]:
                 self.best = BestEpoch(**state["best"])
             log.info("resumed from %s at step %d (epoch %d)", run.last, self.progress["step"], self.progress["epoch"])
@@ -190,6 +227,7 @@ class _Loop:
             static={
                 "device_type": device.type, "device_name": device_name(device), "device_count": self.world,
                 "num_nodes": hardware.num_nodes, "cpu_cores": cpu_count(),
+                "torch_threads": plan.threads, "dataloader_workers": plan.workers, "busy_cores_at_start": plan.busy,
                 "precision": hardware.precision, "global_batch": config.batch_size,
                 "per_device_batch": micro, "accumulate": config.accumulate, "dataset_size": len(dataset),
                 "run": record, **flops_fields(self.flops, flops_per_sample),
@@ -199,6 +237,7 @@ class _Loop:
             run, enabled=self.zero, resume_step=self.progress["step"], resume_epoch=self.progress["epoch"]
         )
         self.history: list[dict[str, Any]] = []
+        self.stop = StopRequest()  # fit installs the signal-driven one
         self.train_time, self.step_lr = 0.0, 0.0
         self.last_saved_step = self.progress["step"] if state is not None else -1
 
@@ -210,10 +249,12 @@ class _Loop:
             exported = self.run_dir.exported / "last.safetensors"
             return self._result(compute, exported if exported.is_file() else None)
         log.info(
-            "training %s: %d steps (%d per epoch); global batch %d = %d process(es) x %d x accumulate %d; %s",
+            "training %s: %d steps (%d per epoch); global batch %d = %d process(es) x %d image(s) x accumulate %d; "
+            "precision %s; %s",
             type(self.method).__name__, self.total_steps, self.steps_per_epoch, config.batch_size,
-            self.world, self.micro, config.accumulate, self.ledger.static["precision"],
+            self.world, self.micro, config.accumulate, self.ledger.static["precision"], self.plan.describe(),
         )  # fmt: skip
+        log.info("schedule: %s", describe_schedule(config, self.total_steps, self.steps_per_epoch))
         self.method.train()
         self.since_log = (time.perf_counter(), progress["samples_seen"])
         bar_on = self.zero and config.progress_bar
@@ -224,31 +265,43 @@ class _Loop:
 
     def _run_epoch(self, bar: ProgressBar) -> None:
         config, progress, epoch = self.config, self.progress, self.progress["epoch"]
+        if self._stop_requested():  # before this epoch's workers start
+            self._interrupt(None)
         if config.schedule_interval == "epoch":
             apply_schedule(self.scheduler, config, step=progress["step"], epoch=epoch)
         start = progress["steps_in_epoch"]
         self.sampler.set_epoch(epoch, skip=start * config.accumulate * self.micro)
+        if hasattr(self.method, "on_epoch_start"):
+            self.method.on_epoch_start(epoch)
         loader = DataLoader(
-            self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=config.num_workers,
+            self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=self.plan.workers,
+            collate_fn=self.collate, worker_init_fn=ignore_stop_signals,
             pin_memory=self.fabric.device.type == "cuda",
             generator=torch.Generator().manual_seed(derived_seed(config.seed, epoch, self.rank, start)),
         )  # fmt: skip
         batches, sums, steps_here = iter(loader), {}, 0
         while progress["steps_in_epoch"] < self.steps_per_epoch and progress["step"] < self.total_steps:
+            if self._stop_requested():
+                self._interrupt(batches)
             tic = time.perf_counter()
             group = list(itertools.islice(batches, config.accumulate))
             if not group:
                 raise RuntimeError(f"epoch {epoch} ran out of batches at step {progress['step']}")
             values = self._train_step(group)
             self.train_time += time.perf_counter() - tic
+            if values is None:  # a non-finite step, skipped (on_nonfinite="skip"): nothing trained or logged
+                values = {"samples_trained": 0}
+            trained = values.pop("samples_trained", None)
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value
-            steps_here += 1
+            steps_here += 1 if values else 0
             progress["step"] += 1
             progress["steps_in_epoch"] += 1
-            progress["samples_seen"] += sum(batch_size_of(b) for b in group) * self.world
+            seen = sum(batch_size_of(b) for b in group) * self.world
+            progress["samples_seen"] += seen
+            progress["samples_trained"] += seen if trained is None else int(round(float(trained) * self.world))
             bar.advance(epoch=epoch)
-            if progress["step"] % config.log_every_steps == 0 or progress["step"] == self.total_steps:
+            if values and (progress["step"] % config.log_every_steps == 0 or progress["step"] == self.total_steps):
                 self._log_step(values, bar)
             if config.checkpoint_every_steps and progress["step"] % config.checkpoint_every_steps == 0:
                 self._save()
@@ -260,12 +313,14 @@ class _Loop:
         if config.schedule_interval == "step":
             apply_schedule(self.scheduler, config, step=self.progress["step"], epoch=self.progress["epoch"])
         if not self.flops:
-            self._count_flops(group[0])
+            self._count_flops(fabric.to_device(group[0]))
             check_batch_against_contract(self.dataset, group[0].get("image") if isinstance(group[0], dict) else None)
         sizes = [batch_size_of(b) for b in group]
         values: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(group):
             weight = sizes[i] / sum(sizes)
+            if hasattr(self.method, "on_micro_batch"):
+                self.method.on_micro_batch(i, len(group))
             with fabric.no_backward_sync(self.model, enabled=i < len(group) - 1):
                 out = self.model(_Opaque(fabric.to_device(batch)))
                 if not isinstance(out, dict) or "loss" not in out:
@@ -275,16 +330,59 @@ class _Loop:
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     values[key] = values.get(key, 0.0) + value.detach().float().reshape(()) * weight
         if config.grad_clip is not None:
-            norm = fabric.clip_gradients(
-                self.model, self.optimizer, max_norm=config.grad_clip, error_if_nonfinite=False
-            )
+            def clip(max_norm: float) -> torch.Tensor:
+                return fabric.clip_gradients(self.model, self.optimizer, max_norm=max_norm, error_if_nonfinite=False)
+
+            recipe_clip = getattr(self.method, "clip_gradients", None)  # the recipe contract's hook
+            norm = recipe_clip(config.grad_clip, clip) if recipe_clip is not None else clip(config.grad_clip)
             values["grad_norm"] = norm.detach().float()
+        if not self._finite(values, group):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.step_lr = current_lr(self.optimizer)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if hasattr(self.method, "on_after_optimizer_step"):
             self.method.on_after_optimizer_step(self.progress["step"])
         return values
+
+    def _finite(self, values: dict[str, Any], group: list[Any]) -> bool:
+        """False for a step to skip; raises for on_nonfinite="stop" (see ``greenfm.engine.nonfinite``)."""
+        check_grads = self.ledger.static["precision"] != "16-mixed"  # the grad scaler skips overflows itself
+        bad = torch.tensor(0.0 if step_is_finite(values, self.method, check_grads=check_grads) else 1.0)
+        if self.world > 1:  # every rank takes the same decision
+            bad = self.fabric.all_reduce(bad.to(self.fabric.device), reduce_op="sum").cpu()
+        if not bad:
+            return True
+        progress = self.progress
+        ids = sample_ids(self.dataset, group)
+        if self.config.on_nonfinite == "stop":
+            last_step = self.last_saved_step if self.last_saved_step >= 0 and self.run_dir.last.is_file() else None
+            loss = float(values.get("loss", float("nan")))
+            raise NonFiniteLossError(
+                stop_message(progress["step"] + 1, progress["epoch"], ids, self.run_dir.last, last_step, loss)
+            )
+        record_skip(progress, ids)
+        log.warning("non-finite loss or gradient at step %d (epoch %d): batch skipped, weights kept (%s)",
+                    progress["step"] + 1, progress["epoch"], describe(ids, n=len(ids)))  # fmt: skip
+        self.metrics.write({"type": "nonfinite", "step": progress["step"] + 1, "epoch": progress["epoch"], "ids": ids})
+        return False
+
+    def _stop_requested(self) -> bool:
+        """A SIGTERM / SIGINT arrived (on any rank: all ranks stop at the same step)."""
+        if self.world == 1:
+            return self.stop.requested
+        flag = torch.tensor(1.0 if self.stop.requested else 0.0, device=self.fabric.device)
+        return bool(self.fabric.all_reduce(flag, reduce_op="sum") > 0)
+
+    def _interrupt(self, batches: Any) -> None:
+        """Stop the DataLoader workers, write the checkpoint, say how to resume, exit 128 + signal."""
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if self.last_saved_step != self.progress["step"]:
+            self._save()
+        raise interrupted(self.stop, self.run_dir.root, self.run_dir.last, self.progress, announce=self.zero)
 
     def _mean(self, values: dict[str, Any], steps: int = 1) -> dict[str, float]:
         """Mean over processes (and over ``steps`` when values are sums); every rank must call it."""
@@ -345,9 +443,21 @@ class _Loop:
         return metrics
 
     def _count_flops(self, batch: dict[str, Any]) -> None:
-        """Counted once per run, on rank 0, from the first micro-batch; shared with every rank."""
-        measured = method_flops(self.method, self.fabric.to_device(batch)) if self.zero else None
+        """Counted once per run from the first micro-batch, on EVERY rank (a step may hold a
+        collective such as an all-gather, which one rank alone would wait on forever); rank 0's
+        count is the run's. The recipe's own count (``training_flops_per_sample``) wins over
+        the engine's 3 x forward estimate when it gives one."""
+        measured = method_flops(self.method, batch)
+        if self.flops_per_sample is None and hasattr(self.method, "training_flops_per_sample"):
+            try:
+                per_sample, convention = self.method.training_flops_per_sample(batch)
+            except Exception as exc:  # counting never stops training
+                per_sample, convention = None, f"the recipe's count failed ({type(exc).__name__}: {exc})"
+            if per_sample is not None:
+                self.flops_per_sample = float(per_sample)
+            measured["training_flops_convention"] = convention
         self.flops = {"counted": True, **self.fabric.broadcast(measured, src=0)}
+        self.flops_per_sample = self.fabric.broadcast(self.flops_per_sample, src=0)
         self.ledger.static.update(flops_fields(self.flops, self.flops_per_sample))
 
     def _save(self, ledger: dict[str, Any] | None = None) -> None:
@@ -363,6 +473,9 @@ class _Loop:
                 best=self.best.to_dict() if self.best and self.best.value is not None else {}, flops=self.flops,
                 ledger=ledger, config=self.config, world_size=self.world, record=self.record,
             )  # fmt: skip
+            source = self.sampler.source
+            if hasattr(source, "state_dict"):  # e.g. a curated subset the sampler draws from
+                state["sampler"] = source.state_dict()
             save_checkpoint(state, self.run_dir.last)
             snapshot(self.run_dir.last, self.progress["step"], self.config.keep_periodic)
         self.last_saved_step = self.progress["step"]
@@ -382,7 +495,8 @@ class _Loop:
                 exported = save_exported(self.method.export_model(), self.run_dir.exported / "last.safetensors",
                                          metadata=meta)  # fmt: skip
             write_compute_json(self.run_dir.compute, compute)
-            log.info("compute:\n%s", print_ledger(compute, show=self.config.show_ledger))
+            shown = self.config.show_ledger  # printed as a table already: the log record is for train.log only
+            log.info("compute:\n%s", print_ledger(compute, show=shown), extra={"file_only": shown})
         self.fabric.barrier()
         return self._result(compute, exported)
 

@@ -8,8 +8,11 @@ epoch so far, the FLOP counts, the compute ledger so far, the config and the run
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
+
+import torch
 
 from greenfm.engine.checkpoint import load_checkpoint
 from greenfm.engine.rng import restore_rng
@@ -22,8 +25,9 @@ log = logging.getLogger(__name__)
 # options that may change between an interrupted session and its resume
 RESUMABLE_CHANGES = frozenset(
     {
-        "epochs", "max_steps", "num_workers", "log_every_steps", "checkpoint_every_steps",
+        "epochs", "max_steps", "num_workers", "threads", "log_every_steps", "checkpoint_every_steps",
         "checkpoint_every_epochs", "keep_periodic", "progress_bar", "show_ledger", "track_energy", "country_iso_code",
+        "on_nonfinite",
         "devices", "num_nodes",  # the process count itself is checked separately
     }
 )  # fmt: skip
@@ -73,7 +77,26 @@ def capture_training_state(
         "config": config.to_dict(),
         "world_size": world_size,
         "record": record,
+        "torch_threads": torch.get_num_threads(),  # CPU results are bit-exact only on as many threads
     }
+
+
+def resumed_threads(plan, state: dict[str, Any] | None, config: TrainConfig):
+    """The thread plan for a resumed session: the interrupted session's torch thread count when the
+    machine chooses it (``threads`` unset), so a resume reproduces the run bit for bit on the same
+    hardware; a different explicit ``threads`` is kept, with a warning that sums will round differently."""
+    saved = state.get("torch_threads") if state else None
+    if saved is None or saved == plan.threads:
+        return plan
+    if config.threads is None:
+        log.info("resuming on %d torch thread(s), as the interrupted session ran (the machine would choose %d)",
+                 saved, plan.threads)  # fmt: skip
+        return dataclasses.replace(plan, threads=int(saved))
+    log.warning(
+        "resuming on %d torch thread(s) where the run so far used %d: CPU results will not match an uninterrupted "
+        "run bit for bit", plan.threads, saved,
+    )  # fmt: skip
+    return plan
 
 
 def restore_training_state(state, *, method, optimizer, scheduler, precision_plugin, rank: int) -> None:

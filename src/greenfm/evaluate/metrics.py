@@ -130,10 +130,10 @@ class Metrics:
         lines = [f"{'finding':<24} {'AUROC':>7} {'95% CI':>17} {'AUPRC':>7} {'prev':>6} {'n':>6}"]
         for f in self.findings:
             if not f.evaluable:
-                lines.append(f"{f.name[:24]:<24} skipped: {f.skipped}")
+                lines.append(f"{clip(f.name, 24):<24} skipped: {f.skipped}")
                 continue
             ci = f"[{f.auroc_ci[0]:.3f}, {f.auroc_ci[1]:.3f}]" if f.auroc_ci else ""
-            lines.append(f"{f.name[:24]:<24} {f.auroc:7.3f} {ci:>17} {f.auprc:7.3f} {f.prevalence:6.3f} {f.n:6d}")
+            lines.append(f"{clip(f.name, 24):<24} {f.auroc:7.3f} {ci:>17} {f.auprc:7.3f} {f.prevalence:6.3f} {f.n:6d}")
         macro = "n/a" if self.macro_auroc is None else f"{self.macro_auroc:.3f}"
         ci = f" [{self.macro_auroc_ci[0]:.3f}, {self.macro_auroc_ci[1]:.3f}]" if self.macro_auroc_ci else ""
         boot = ""
@@ -278,3 +278,9 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, its last one an ellipsis when something was cut."""
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "\u2026"

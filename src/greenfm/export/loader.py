@@ -2,16 +2,18 @@
 
 See ``greenfm.export`` for the folder layout. Loading refuses, with one line, an
 export whose files changed after export, whose contract disagrees with its config
-or with the caller's pipeline, or that no longer reproduces its reference embeddings.
+or with the caller's pipeline, or that no longer reproduces its reference embeddings
+(the image embedding; for an image-text model also the text embedding of
+``REFERENCE_TEXT`` and both projected latents).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,17 +22,29 @@ from torch import nn
 from greenfm.data.contract import Contract, check_compatible, get_contract, normalize
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.models.backbones import Encoder, build_model
+from greenfm.models.export import (
+    CONFIG_FILE,
+    HEADS_FILE,
+    METADATA_FILE,
+    MODEL_FOLDER_FORMAT,
+    WEIGHTS_FILE,
+    tower_folder,
+    verify_model_folder,
+)
 from greenfm.models.weights import file_sha256 as sha256_file
 
-EXPORT_FORMAT = "greenfm.model/1"
-WEIGHTS, CONFIG, CONTRACT, METADATA, CARD = (
-    "model.safetensors",
-    "config.json",
-    "contract.json",
-    "metadata.json",
-    "MODEL_CARD.md",
-)
+if TYPE_CHECKING:
+    from greenfm.models.image_text import ImageTextModel
+
+EXPORT_FORMAT = MODEL_FOLDER_FORMAT  # "greenfm.model/1"; a run's exported/ is "greenfm.export/1"
+# The file names of a run's exported/ folder, so that a model folder is that layout plus checks and a card.
+WEIGHTS, CONFIG, HEADS, METADATA = WEIGHTS_FILE, CONFIG_FILE, HEADS_FILE, METADATA_FILE
+CONTRACT, CARD = "contract.json", "MODEL_CARD.md"
 REFERENCE_NPY, REFERENCE_JSON = "reference_embeddings.npy", "reference_embeddings.json"
+# Image-text models: the text tower's pooled embedding of REFERENCE_TEXT, and the projected
+# latents of the fixture image (row 0) and of REFERENCE_TEXT (row 1).
+REFERENCE_TEXT_NPY, REFERENCE_LATENTS_NPY = "reference_text_embeddings.npy", "reference_latents.npy"
+REFERENCE_TEXT = "Small left pleural effusion. No pneumothorax."
 PRE_LOGITS = "pre-logits"  # timm's forward_head(pre_logits=True): the classifier's own embedding
 POOL_RECIPES = {
     "mean-all-tokens": "model.forward_features(x).mean(dim=1)",
@@ -54,6 +68,23 @@ class ExportedModel:
     pooling: str
     config: dict[str, Any]
     metadata: dict[str, Any]
+    text: nn.Module | None = None  # the text tower (``greenfm.models.text.TextTower``) of an image-text model
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)  # projections, temperature
+
+    @property
+    def towers(self) -> dict[str, nn.Module]:
+        """Every tower by name: ``image`` (the ``Encoder``) and, for an image-text model, ``text``."""
+        return {"image": self.encoder, **({"text": self.text} if self.text is not None else {})}
+
+    @cached_property
+    def image_text(self) -> ImageTextModel:
+        """The image-text model (``greenfm.models.image_text.ImageTextModel``): latents, zero-shot."""
+        from greenfm.models.image_text import ImageTextModel
+
+        if self.text is None:
+            raise BadInputError("not an image-text model (no text tower)", source=str(self.path))
+        with torch.random.fork_rng(devices=[]):  # building the projections must not move the caller's RNG
+            return ImageTextModel.from_towers(self.encoder, self.text, self.heads, self.config)
 
     @cached_property
     def encoder(self) -> Encoder:
@@ -94,17 +125,34 @@ class ExportedModel:
     def fixture_input(self) -> torch.Tensor:
         return self.preprocess_file(self.path / self.config["fixture"]["file"])
 
+    def reference_outputs(self) -> dict[str, torch.Tensor]:
+        """What the reference files hold, computed now: file name -> (rows, D) float32 on the CPU."""
+        x = self.fixture_input()
+        out = {REFERENCE_NPY: self.embed(x).cpu().float()}
+        if self.text is not None:
+            out[REFERENCE_TEXT_NPY] = self.text.encode([self.reference_text])
+            model = self.image_text
+            out[REFERENCE_LATENTS_NPY] = torch.cat([model.encode_images(x), model.encode_texts([self.reference_text])])
+        return out
+
+    @property
+    def reference_text(self) -> str:
+        return (self.config.get("fixture") or {}).get("text") or REFERENCE_TEXT
+
     def verify_reference(self) -> None:
         """Refuse (``GreenfmError``) an export that no longer reproduces its reference embeddings."""
-        stored = torch.from_numpy(np.load(self.path / REFERENCE_NPY))
-        now = self.embed(self.fixture_input())
-        if stored.shape != now.shape or not torch.allclose(now, stored, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL):
-            diff = (now - stored).abs().max().item() if stored.shape == now.shape else float("nan")
-            raise BadInputError(
-                f"the model does not reproduce its reference embeddings (max difference {diff:.3g}); "
-                "the export is damaged or needs another timm/torch",
-                source=str(self.path),
-            )
+        what = {REFERENCE_NPY: "the model does not reproduce its reference embeddings",
+                REFERENCE_TEXT_NPY: "the text tower does not reproduce its reference embeddings",
+                REFERENCE_LATENTS_NPY: "the image-text model does not reproduce its reference latents"}  # fmt: skip
+        for name, now in self.reference_outputs().items():
+            stored = torch.from_numpy(np.load(self.path / name))
+            if stored.shape != now.shape or not torch.allclose(now, stored, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL):
+                diff = (now - stored).abs().max().item() if stored.shape == now.shape else float("nan")
+                raise BadInputError(
+                    f"{what[name]} (max difference {diff:.3g}); the export is damaged or needs another "
+                    "timm/transformers/torch",
+                    source=str(self.path),
+                )
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -117,8 +165,10 @@ def load_exported(
 
     Checks, in order: the files are there; ``contract.json`` agrees with ``config.json``;
     ``contract`` (the pipeline's own, when given) agrees with the export's; every checked
-    file has the sha256 recorded in ``metadata.json``; the weights fit the architecture;
-    and (``verify``) the fixture image still gives the reference embeddings.
+    file (the text tower's and ``heads.safetensors`` too) has the sha256 recorded in
+    ``metadata.json`` and no file was added to a tower folder; the weights fit the
+    architecture; and (``verify``) the fixture image (and, for an image-text model, the
+    reference sentence) still gives the reference embeddings and latents.
     """
     root = Path(model_dir)
     for name in (CONFIG, CONTRACT, METADATA, WEIGHTS):
@@ -133,15 +183,12 @@ def load_exported(
     check_compatible(config.get("contract") or {}, found, str(root / CONTRACT))
     if contract is not None:
         check_compatible(get_contract(contract), found, f"export {root}")
-    for name, digest in (metadata.get("files") or {}).items():
-        path = root / name
-        if not path.is_file():
-            raise BadInputError(f"{name} is missing from the export", source=str(root))
-        if sha256_file(path) != digest:
-            raise BadInputError(
-                f"{name} was changed after export (sha256 differs from metadata.json); re-export it from its run",
-                source=str(root),
-            )
+    verify_model_folder(root)
+    recorded = metadata.get("files") or {}
+    parts = [tower_folder(root, e).name for n, e in (config.get("towers") or {}).items() if n != "image"]
+    for part in [WEIGHTS, *parts, *([HEADS] if config.get("heads") else [])]:  # what the model is made of
+        if not any(f == part or f.startswith(part + "/") for f in recorded):
+            raise BadInputError(f"{part} has no sha256 in {METADATA}; re-export it from its run", source=str(root))
     exported = open_export(root, config, found, metadata)
     if verify:
         exported.verify_reference()
@@ -161,7 +208,20 @@ def open_export(root: Path, config: dict[str, Any], contract: Contract, metadata
         raise BadInputError(
             f"weights do not fit {config['model'].get('name')} ({first})", source=str(root / WEIGHTS)
         ) from None
-    return ExportedModel(root, model.eval(), contract, config["pooling"], config, metadata)
+    text, heads = None, {}
+    for name, entry in (config.get("towers") or {}).items():
+        if name == "text":
+            from greenfm.models.text import create_text_tower
+
+            text = create_text_tower(str(tower_folder(root, entry))).eval()
+        elif name != "image":
+            raise BadInputError(f"unsupported tower {name!r} (greenfm knows image and text)", source=str(root / CONFIG))
+    if config.get("heads"):
+        try:
+            heads = load_file(str(root / HEADS))
+        except (OSError, SafetensorError) as exc:
+            raise BadInputError(f"unreadable heads ({str(exc).splitlines()[0]})", source=str(root / HEADS)) from None
+    return ExportedModel(root, model.eval(), contract, config["pooling"], config, metadata, text, heads)
 
 
 def package_version(package: str) -> str | None:

@@ -1,6 +1,7 @@
 """What a run folder holds, reduced to a plain timm model: its spec, weights, pooling and contract.
 
-Encoder runs: a method's own export (``exported/model.safetensors`` + ``config.json``), else
+Encoder runs: a method's own export (``exported/model.safetensors`` + ``config.json``, with
+any further towers it lists, ``text/``, and ``heads.safetensors``: :func:`copy_run_towers`), else
 the engine's ``exported/last.safetensors``, else ``checkpoints/last.ckpt`` (the timm model
 under ``encoder.model``). Fine-tuning runs: ``exported/best.safetensors`` (LoRA already
 merged), else ``checkpoints/best.ckpt`` / ``last.ckpt``, rebuilt with its adapters and merged
@@ -11,6 +12,7 @@ head) is exactly timm's ViT with ``global_pool="avg"``, so its keys map one to o
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from torch import nn
 
 from greenfm.data.contract import Contract, check_compatible, get_contract
 from greenfm.errors import BadInputError, ConfigError, GreenfmError
-from greenfm.export.loader import PRE_LOGITS, WEIGHTS
+from greenfm.export.loader import HEADS, PRE_LOGITS, WEIGHTS
 from greenfm.models.backbones import build_model
+from greenfm.models.export import tower_folder
 
 
 @dataclass
@@ -49,7 +52,10 @@ def _encoder_weights(run, pool: str | None) -> RunWeights:
     from safetensors.torch import load_file
 
     root, export_config = run.root, run.export_config or {}
-    pooling = pool or export_config.get("default_pool") or (run.config or {}).get("pool")
+    flags = (export_config.get("metadata") or {}).get("flags") or {}
+    recipe_pool = flags.get("image_pool") if len(export_config.get("towers") or {}) > 1 else None
+    # an image-text recipe projects the image tower's embedding with its own pooling: export that one
+    pooling = pool or recipe_pool or export_config.get("default_pool") or (run.config or {}).get("pool")
     if export_config.get("model") and (root / "exported" / WEIGHTS).is_file():
         spec, source = export_config["model"], f"exported/{WEIGHTS}"
         state = load_file(str(root / source))
@@ -68,6 +74,37 @@ def _encoder_weights(run, pool: str | None) -> RunWeights:
     else:
         raise BadInputError("no weights to export (exported/*.safetensors or checkpoints/last.ckpt)", source=str(root))
     return RunWeights(spec, state, pooling, source)  # pooling None: the encoder's default
+
+
+def copy_run_towers(run, out: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Copy the towers beside the image tower (``text/``) and ``heads.safetensors`` of the run's
+    ``exported/`` into ``out``, byte for byte; returns ``config.json``'s ``towers`` and ``heads``."""
+    from safetensors import SafetensorError, safe_open
+
+    exported, export_config = run.root / "exported", run.export_config or {}
+    towers: dict[str, Any] = {"image": {"path": ".", "kind": "image"}}
+    if not (exported / WEIGHTS).is_file() or not export_config.get("model"):
+        return towers, {}  # the image tower came from elsewhere (engine weights, a checkpoint)
+    for name, entry in (export_config.get("towers") or {}).items():
+        if name == "image":
+            continue
+        if not isinstance(entry, dict) or entry.get("kind") != "text":
+            raise GreenfmError(f"{exported}: tower '{name}' is not a text tower; greenfm exports image and text towers")
+        source = tower_folder(exported, entry)
+        if not source.is_dir():
+            raise BadInputError(f"the run's {name} tower folder is missing", source=str(source))
+        shutil.copytree(source, out / source.name)
+        towers[name] = dict(entry)
+    heads: dict[str, list[int]] = {}
+    if (exported / HEADS).is_file():
+        shutil.copyfile(exported / HEADS, out / HEADS)
+        try:
+            with safe_open(str(out / HEADS), framework="pt") as f:
+                heads = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+        except (OSError, SafetensorError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BadInputError(f"unreadable heads ({first})", source=str(exported / HEADS)) from None
+    return towers, heads
 
 
 def _classifier_weights(run) -> RunWeights:

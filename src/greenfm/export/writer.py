@@ -16,18 +16,23 @@ from torch import nn
 import greenfm
 from greenfm.data.contract import Contract, normalized_range
 from greenfm.errors import BadInputError, GreenfmError
+from greenfm.export.card import with_tower_sections
 from greenfm.export.loader import (
     CARD,
     CONFIG,
     CONTRACT,
     EXPORT_FORMAT,
+    HEADS,
     METADATA,
     POOL_RECIPES,
     PRE_LOGITS,
     REFERENCE_ATOL,
     REFERENCE_JSON,
+    REFERENCE_LATENTS_NPY,
     REFERENCE_NPY,
     REFERENCE_RTOL,
+    REFERENCE_TEXT,
+    REFERENCE_TEXT_NPY,
     WEIGHTS,
     ExportedModel,
     open_export,
@@ -36,7 +41,8 @@ from greenfm.export.loader import (
     sha256_file,
     write_json,
 )
-from greenfm.export.sources import RunWeights, check_fits, resolve_contract, run_weights
+from greenfm.export.sources import RunWeights, check_fits, copy_run_towers, resolve_contract, run_weights
+from greenfm.io_safety import plain_file_mode
 from greenfm.models.backbones import Encoder, build_model
 
 log = logging.getLogger(__name__)
@@ -117,7 +123,10 @@ def _write_export(
         for k, v in model.state_dict().items()
     }
     save_file(state, str(out / WEIGHTS), metadata={"format": "pt", "greenfm": json.dumps({"format": EXPORT_FORMAT})})
+    plain_file_mode(out / WEIGHTS)  # safetensors writes 0600; the folder's other files are 0644
+    towers, heads = copy_run_towers(run, out)  # text/ and heads.safetensors, byte for byte
     fixture = write_fixture(out, fixture_image, found)
+    export_config = run.export_config or {}
     config = {
         "format": EXPORT_FORMAT,
         "greenfm_version": greenfm.__version__,
@@ -133,6 +142,11 @@ def _write_export(
         "preprocessing": found.to_dict(),
         "contract_fingerprint": found.fingerprint,
         "fixture": {"file": fixture.name, "generated": fixture_image is None},
+        # as in a run's exported/config.json: the towers and heads beside model.safetensors, the run record
+        "towers": towers,
+        "heads": heads,
+        "init_weights": export_config.get("init_weights"),
+        "metadata": export_config.get("metadata") or {},
         "source_run": {
             "path": str(run.root.resolve()),
             "method": run.method,
@@ -140,13 +154,23 @@ def _write_export(
             "lora_merged": weights.lora_merged,
         },
     }
+    if "text" in towers:
+        config["fixture"]["text"] = REFERENCE_TEXT
+    exported = open_export(out, config, found, {})
+    if exported.text is not None:
+        towers["text"]["embed_dim"] = exported.text.embed_dim
+        towers["text"]["n_parameters"] = sum(p.numel() for p in exported.text.model.parameters())
     write_json(out / CONFIG, config)
     write_json(out / CONTRACT, found.to_dict())
-    write_reference(out, open_export(out, config, found, {}))
-    checked = [WEIGHTS, CONFIG, CONTRACT, fixture.name, REFERENCE_NPY, REFERENCE_JSON]
+    references = write_reference(out, exported)
+    checked = [WEIGHTS, CONFIG, CONTRACT, fixture.name, *references, REFERENCE_JSON]
+    checked += sorted(f.relative_to(out).as_posix() for n, e in towers.items() if n != "image"
+                      for f in (out / e["path"]).rglob("*") if f.is_file())  # fmt: skip
+    checked += [HEADS] if heads else []
     metadata = bundle_metadata(run, config, found, {name: sha256_file(out / name) for name in checked})
     run.n_parameters = config["n_parameters"]
-    (out / CARD).write_text(model_card(run.name, config, metadata, run, describe_data(run)), encoding="utf-8")
+    card = model_card(run.name, config, metadata, run, describe_data(run))
+    (out / CARD).write_text(with_tower_sections(card, exported), encoding="utf-8")
     write_json(out / METADATA, metadata)
 
 
@@ -192,10 +216,14 @@ def write_fixture(out: Path, image: str | Path | np.ndarray | None, contract: Co
     return path
 
 
-def write_reference(out: Path, exported: ExportedModel) -> None:
+def write_reference(out: Path, exported: ExportedModel) -> list[str]:
+    """The reference files (``.npy``, exact) and ``reference_embeddings.json`` (values and how they
+    were made); returns the ``.npy`` file names."""
     x = exported.fixture_input()
-    embedding = exported.embed(x).cpu().numpy().astype(np.float32)
-    np.save(out / REFERENCE_NPY, embedding)
+    outputs = {name: value.numpy().astype(np.float32) for name, value in exported.reference_outputs().items()}
+    for name, value in outputs.items():
+        np.save(out / name, value)
+    embedding = outputs[REFERENCE_NPY]
     reference = {
         "fixture": exported.config["fixture"]["file"],
         "pooling": exported.pooling,
@@ -209,7 +237,23 @@ def write_reference(out: Path, exported: ExportedModel) -> None:
     }
     if exported.config.get("task"):
         reference["logits"] = exported.logits(x)[0].tolist()
+    if exported.text is not None:
+        model = exported.image_text
+        image_latent, text_latent = outputs[REFERENCE_LATENTS_NPY]
+        reference["transformers_version"] = package_version("transformers")
+        reference["text"] = {"text": exported.reference_text, "file": REFERENCE_TEXT_NPY,
+                             "embedding": outputs[REFERENCE_TEXT_NPY][0].tolist()}  # fmt: skip
+        reference["latents"] = {
+            "file": REFERENCE_LATENTS_NPY,
+            "rows": ["fixture image", "reference text"],
+            "normalized": model.normalize,
+            "image": image_latent.tolist(),
+            "text": text_latent.tolist(),
+            "similarity": float(image_latent @ text_latent),
+            "logit_scale": model.logit_scale,
+        }
     write_json(out / REFERENCE_JSON, reference)
+    return list(outputs)
 
 
 # -- metadata --------------------------------------------------------------------------------
@@ -230,7 +274,25 @@ def bundle_metadata(run, config: dict[str, Any], contract: Contract, files: dict
             "pooling": config["pooling"],
         }
     }
+    inputs: dict[str, Any] = {}
+    text = (config.get("towers") or {}).get("text")
+    if text:
+        spec, heads = text.get("spec") or {}, config.get("heads") or {}
+        inputs["text"] = {"type": "text", "tokenizer": f"{text['path']}/", "max_length": spec.get("max_length"),
+                          "lowercase": spec.get("lowercase")}  # fmt: skip
+        outputs["text_embedding"] = {"type": "embedding", "num_channels": text.get("embed_dim"),
+                                     "dtype": "float32", "pooling": spec.get("pool")}  # fmt: skip
+        for side in ("image", "text"):
+            shape = heads.get(f"{side}_projection")
+            outputs[f"{side}_latent"] = {
+                "type": "embedding",
+                "num_channels": shape[0] if shape else None,
+                "dtype": "float32",
+                "projection": f"{side}_projection" if shape else None,
+            }
+    kind = "image-text embedding (zero-shot classification, retrieval)" if text else "image embedding"
     if task:
+        kind = f"{task['type']} classification"
         outputs["pred"] = {
             "type": "probabilities",
             "num_channels": task["num_classes"],
@@ -246,9 +308,15 @@ def bundle_metadata(run, config: dict[str, Any], contract: Contract, files: dict
         "greenfm_version": greenfm.__version__,
         "pytorch_version": torch.__version__,
         "numpy_version": np.__version__,
-        "required_packages_version": {"timm": package_version("timm"), "safetensors": package_version("safetensors")},
+        "required_packages_version": {
+            "timm": package_version("timm"),
+            "safetensors": package_version("safetensors"),
+            **({"transformers": package_version("transformers"), "tokenizers": package_version("tokenizers")}
+               if text else {}),
+        },  # fmt: skip
         "name": run.name,
-        "task": f"{task['type']} classification" if task else "image embedding",
+        "task": kind,
+        "towers": {name: entry.get("path") for name, entry in (config.get("towers") or {}).items()},
         "description": f"{config['model'].get('name')} trained by greenfm {run.method or ''}".strip(),
         "intended_use": "Research use only; not for clinical decisions.",
         "data_source": {"manifest_hash": run.manifest_hash},
@@ -272,7 +340,8 @@ def bundle_metadata(run, config: dict[str, Any], contract: Contract, files: dict
                     "dtype": "float32",
                     "value_range": [float(low.min()), float(high.max())],
                     "is_patch_data": False,
-                }
+                },
+                **inputs,
             },
             "outputs": outputs,
         },

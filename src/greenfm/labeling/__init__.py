@@ -5,14 +5,14 @@
 - ``policies``: uncertain / missing label policies and the masked BCE
 - ``templates``: template reports for label-only data
 - ``agreement``: per-finding precision / recall / F1 against reference labels
-- ``label_verb``: ``label_manifest``, the function behind ``greenfm label``
+- ``label_verb``: ``label_manifest``, the function behind ``greenfm label``, and
+  ``evaluate_against_manifest`` (label a manifest's reports, score them against its labels)
 
 Everything here is importable without torch; torch loads only where a tensor is needed.
 """
 
 from greenfm.labeling.agreement import (
     compare_labels,
-    evaluate_against_manifest,
     micro_average,
 )
 from greenfm.labeling.findings import (
@@ -21,7 +21,7 @@ from greenfm.labeling.findings import (
     builtin_vocabularies,
     load_vocabulary,
 )
-from greenfm.labeling.label_verb import LabelRunSummary, label_manifest, make_labeler
+from greenfm.labeling.label_verb import LabelRunSummary, evaluate_against_manifest, label_manifest, make_labeler
 from greenfm.labeling.llm import LLMConfig, LLMLabeler, resolve_llm_config
 from greenfm.labeling.policies import (
     LabelPolicy,

@@ -18,13 +18,10 @@ prediction never equals a 0).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from greenfm.errors import BadInputError, ConfigError
-from greenfm.labeling.findings import Vocabulary, load_vocabulary
 
 _SIDES = ("exclude", "positive", "negative")
 
@@ -79,30 +76,3 @@ def micro_average(table: pd.DataFrame) -> dict[str, float]:
         "n": n,
     }
 
-
-def evaluate_against_manifest(
-    manifest: str | Path | pd.DataFrame,
-    vocabulary: str | Vocabulary = "phantom-cxr5",
-    *,
-    engine: str = "rules",
-    **engine_options,
-) -> pd.DataFrame:
-    """Label a manifest's ``report`` column and compare with its own label columns.
-
-    One line for "how well does the labeler read these reports?", e.g. on
-    synthetic phantom reports whose true findings are known.
-    """
-    from greenfm.labeling.label_verb import (  # local: avoids an import cycle
-        make_labeler,
-        read_table,
-    )
-
-    vocab = load_vocabulary(vocabulary)
-    table = manifest if isinstance(manifest, pd.DataFrame) else read_table(Path(manifest))[0]
-    if "report" not in table.columns:
-        raise BadInputError("the manifest has no 'report' column")
-    present = [f for f in vocab.ids if f in table.columns]
-    if not present:
-        raise BadInputError(f"the manifest has no label column of vocabulary '{vocab.name}'")
-    labels = make_labeler(engine, vocab, **engine_options).label_many(table["report"].tolist())
-    return compare_labels(labels.frame(), table.reset_index(drop=True), present)

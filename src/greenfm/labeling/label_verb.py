@@ -14,6 +14,15 @@ Reads the manifest's ``report`` column, labels it with the rule engine
   the ledger.
 
 The input is never overwritten, nor an existing ``OUT`` unless ``overwrite``.
+
+The LLM engine keeps every answer in a SQLite cache (``cache``, by default
+``OUT_STEM.llm-cache.sqlite``). When any report could not be labelled for
+a reason other than being too short (endpoint down, HTTP errors, unparseable
+answers), ``OUT`` is not written: the labelled rows go to
+``OUT_STEM.partial.<suffix>`` (when there are any) and ``LabelingIncomplete``
+is raised, one line counting the failures and naming the cache; the CLI exits
+with status 2. Rerunning the same command resumes: cached reports are not
+sent again. There is never an all-blank ``OUT`` from a dead endpoint.
 """
 
 from __future__ import annotations
@@ -29,12 +38,22 @@ import numpy as np
 import pandas as pd
 
 from greenfm.data.manifest import write_table
-from greenfm.errors import BadInputError, ConfigError
+from greenfm.io_safety import disk_full_guard
+from greenfm.errors import BadInputError, ConfigError, GreenfmError
 from greenfm.labeling.agreement import compare_labels, micro_average
 from greenfm.labeling.findings import Vocabulary, load_vocabulary
 from greenfm.labeling.results import LabelTable
 
 ENGINES = ("rules", "llm")
+NOT_ENDPOINT_FAILURES = ("too_short",)  # the report's fault: blank in a complete run too
+
+
+class LabelingIncomplete(GreenfmError):
+    """The LLM engine could not label every report; ``OUT`` was not written (exit status 2)."""
+
+    def __init__(self, message: str, *, failed: int, labeled: int, cache: Path, partial: Path | None):
+        self.failed, self.labeled, self.cache, self.partial = failed, labeled, cache, partial
+        super().__init__(message)
 _STRING_COLUMNS = {c: "string" for c in ("path", "patient_id", "id", "study_id", "split", "report")}
 
 
@@ -46,6 +65,7 @@ class LabelRunSummary:
     evidence: Path
     record: Path
     n_reports: int
+    n_labeled: int
     per_finding: pd.DataFrame
     issues: dict[str, int]
     source: dict[str, Any]
@@ -55,7 +75,7 @@ class LabelRunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "out": str(self.out), "evidence": str(self.evidence), "n_reports": self.n_reports,
+            "out": str(self.out), "evidence": str(self.evidence), "n_reports": self.n_reports, "n_labeled": self.n_labeled,
             "source": self.source, "issues": self.issues, "ledger": self.ledger, "messages": self.messages,
             "per_finding": _records(self.per_finding),
             "comparison": None if self.comparison is None else _records(self.comparison),
@@ -63,7 +83,7 @@ class LabelRunSummary:
         }
 
     def to_text(self) -> str:
-        lines = [f"labeled {self.n_reports} reports with {self.source.get('engine')} ({self.source.get('vocabulary')})"]
+        lines = [f"labeled {self.n_labeled} of {self.n_reports} reports with {self.source.get('engine')} ({self.source.get('vocabulary')})"]
         if self.source.get("model"):
             lines[0] += f", model {self.source['model']}, prompt {self.source['prompt_hash']}"
         table = self.per_finding[["finding", "prevalence", "uncertain_rate", "blank_rate", "failure_rate"]]
@@ -96,8 +116,14 @@ def label_manifest(
     concurrency: int = 24,
     cache: str | Path | None = None,
     overwrite: bool = False,
+    llm_options: dict[str, Any] | None = None,
 ) -> LabelRunSummary:
-    """Label the ``report`` column of manifest ``data`` and write a new manifest ``out``."""
+    """Label the ``report`` column of manifest ``data`` and write a new manifest ``out``.
+
+    ``llm_options`` passes further ``LLMConfig`` fields (``timeout_s``,
+    ``max_attempts``, ``retry_base_s``...). Raises ``LabelingIncomplete`` when
+    the LLM engine leaves reports unlabelled (see the module docstring).
+    """
     data, out = Path(data), Path(out)
     if out.resolve() == data.resolve():
         raise ConfigError(f"--out {out} is the input manifest; greenfm never overwrites its input")
@@ -106,14 +132,19 @@ def label_manifest(
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out} must end in .csv or .parquet")
     vocabulary = load_vocabulary(vocab)
+    if engine == "llm" and cache is None:
+        cache = default_llm_cache(out)
     labeler = make_labeler(
         engine, vocabulary, base_url=llm_base_url, model=llm_model, api_key=llm_api_key,
-        concurrency=concurrency, cache=cache,
+        concurrency=concurrency, cache=cache, **((llm_options or {}) if engine == "llm" else {}),
     )
     table, decode_problems = read_table(data)
     if "report" not in table.columns:
         raise BadInputError("the manifest has no 'report' column to label", source=str(data))
     labels = labeler.label_many(table["report"].tolist())
+    ledger = getattr(labeler, "ledger", None)
+    if ledger is not None:
+        _refuse_incomplete(ledger, labels, table, data, out, Path(cache) if cache is not None else None)
     issues = labels.issue_counts()
     if decode_problems:
         issues["decode"] = max(issues.get("decode", 0), decode_problems)
@@ -134,16 +165,54 @@ def label_manifest(
     stem = out.with_suffix("")
     evidence_path, record_path = Path(f"{stem}.evidence.csv"), Path(f"{stem}.labeling.json")
     key = "id" if "id" in result.columns else "path" if "path" in result.columns else None
-    labels.evidence_frame(result[key].astype(str).tolist() if key else None).to_csv(evidence_path, index=False)
-    ledger = getattr(labeler, "ledger", None)
+    with disk_full_guard(out.parent, what=evidence_path.name, cleanup=[out, evidence_path]):  # one line, no partial outputs
+        labels.evidence_frame(result[key].astype(str).tolist() if key else None).to_csv(evidence_path, index=False)
+    _partial_path(out).unlink(missing_ok=True)  # left by an earlier incomplete run, now superseded
     summary = LabelRunSummary(
-        out=out, evidence=evidence_path, record=record_path, n_reports=len(labels),
+        out=out, evidence=evidence_path, record=record_path, n_reports=len(labels), n_labeled=int((~labels.failed).sum()),
         per_finding=per_finding_rates(labels), issues=issues, source=labels.source,
         ledger=ledger.to_dict() if ledger is not None else None, comparison=comparison,
         messages=list(ledger.messages) if ledger is not None else [],
     )
-    record_path.write_text(json.dumps(summary.to_dict(), indent=2, default=_json_default))
+    with disk_full_guard(out.parent, what=record_path.name, cleanup=[out, evidence_path, record_path]):
+        record_path.write_text(json.dumps(summary.to_dict(), indent=2, default=_json_default))
     return summary
+
+
+def default_llm_cache(out: str | Path) -> Path:
+    """Where the LLM engine caches answers when no cache is named: ``OUT_STEM.llm-cache.sqlite``."""
+    return Path(f"{Path(out).with_suffix('')}.llm-cache.sqlite")
+
+
+def _partial_path(out: Path) -> Path:
+    return Path(f"{out.with_suffix('')}.partial{out.suffix}")
+
+
+def _refuse_incomplete(ledger, labels: LabelTable, table: pd.DataFrame, data: Path, out: Path, cache: Path | None) -> None:
+    """Raise ``LabelingIncomplete`` when reports failed for endpoint reasons, after saving the labelled rows."""
+    causes = {k: v for k, v in ledger.failures.items() if k not in NOT_ENDPOINT_FAILURES and v}
+    failed = sum(causes.values())
+    if not failed:
+        return
+    endpoint_failed = np.array([any(i.startswith("llm_") for i in row) for row in labels.issues], dtype=bool)
+    partial = None
+    if ledger.labeled:
+        partial = _partial_path(out)
+        keep = ~endpoint_failed
+        kept = LabelTable(labels.findings, labels.codes[keep], [], [labels.issues[i] for i in np.flatnonzero(keep)],
+                          labels.failed[keep], dict(labels.source))
+        given = [f for f in labels.findings if f in table.columns]
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        write_table(_with_labels(table.loc[keep].reset_index(drop=True), kept, given, data.parent, out.parent), partial)
+    written = f"wrote the rows labelled so far to {partial}" if partial else "nothing labelled, nothing written"
+    where = f"{ledger.labeled} answers are cached in {cache}" if cache else "no cache was kept"
+    why = f"; {ledger.messages[0]}" if ledger.messages else ""
+    message = (
+        f"LLM labelling failed for {failed} of {ledger.reports} reports "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(causes.items()))}); {out} not written; {written}; "
+        f"{where}: rerun the same command to resume (cached reports are not sent again){why}"
+    )
+    raise LabelingIncomplete(message, failed=failed, labeled=ledger.labeled, cache=cache, partial=partial)
 
 
 def make_labeler(engine: str, vocabulary: str | Vocabulary, **options):
@@ -237,3 +306,26 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (np.integer, np.floating)):
         return x.item()
     return str(x)
+
+
+def evaluate_against_manifest(
+    manifest: str | Path | pd.DataFrame,
+    vocabulary: str | Vocabulary = "phantom-cxr5",
+    *,
+    engine: str = "rules",
+    **engine_options,
+) -> pd.DataFrame:
+    """Label a manifest's ``report`` column and compare with its own label columns.
+
+    One line for "how well does the labeler read these reports?", e.g. on
+    synthetic phantom reports whose true findings are known.
+    """
+    vocab = load_vocabulary(vocabulary)
+    table = manifest if isinstance(manifest, pd.DataFrame) else read_table(Path(manifest))[0]
+    if "report" not in table.columns:
+        raise BadInputError("the manifest has no 'report' column")
+    present = [f for f in vocab.ids if f in table.columns]
+    if not present:
+        raise BadInputError(f"the manifest has no label column of vocabulary '{vocab.name}'")
+    labels = make_labeler(engine, vocab, **engine_options).label_many(table["report"].tolist())
+    return compare_labels(labels.frame(), table.reset_index(drop=True), present)

@@ -8,7 +8,9 @@ honoured up to 60 s). Timeouts, connection errors, HTTP 429 and 5xx and
 unparseable answers are retried; other 4xx are not. A report that still
 fails, or is shorter than 5 characters (never sent), gets NaN codes and is
 counted in the ledger by cause. When several reports in a row cannot reach the
-endpoint (refused, 401/403/404), the rest are not sent and the ledger says why.
+endpoint (refused, 401/403/404), or many in a row fail whatever the cause (a
+server answering 500s or garbage), the rest are not sent and the ledger says
+why. ``greenfm label`` turns any such failure into an error (see ``label_verb``).
 
 Reports go nowhere unless the user names the endpoint: ``base_url`` (or
 ``GREENFM_LLM_BASE_URL``) has no default. The API key is never written to
@@ -62,6 +64,7 @@ class LLMConfig(GreenfmConfig):
     min_chars: int = Field(default=5, ge=0, description="shorter reports are never sent (NaN)")
     max_chars: int = Field(default=MAX_CHARS, ge=100, description="longer reports are cut here")
     max_unreachable: int = Field(default=3, ge=1, description="stop after this many reports in a row find no endpoint")
+    max_failing: int = Field(default=10, ge=1, description="stop after this many reports in a row fail for any cause")
 
 
 def resolve_llm_config(
@@ -144,6 +147,7 @@ class LLMLabeler:
             else:
                 todo.append((i, clean.text, key))
         self._unreachable_in_a_row = 0
+        self._failing_in_a_row = 0
         self._stopped: str | None = None
         try:
             if todo:
@@ -179,17 +183,24 @@ class LLMLabeler:
                     return None, "endpoint_down"
                 codes, cause, wait = await self._attempt(client, text)
                 if codes is not None:
-                    self._unreachable_in_a_row = 0
+                    self._unreachable_in_a_row = self._failing_in_a_row = 0
                     return codes, ""
                 self.ledger.attempt_errors[cause] += 1
                 if cause not in _RETRYABLE or attempt == self.config.max_attempts:
                     break
                 await asyncio.sleep(max(self.config.retry_base_s * 2**attempt, wait))
+        self._failing_in_a_row += 1
         if cause in _UNREACHABLE:
             self._unreachable_in_a_row += 1
             if self._unreachable_in_a_row >= self.config.max_unreachable and not self._stopped:
                 self._stopped = cause
                 self.ledger.messages.append(_unreachable_message(self.config.base_url, cause))
+        if self._failing_in_a_row >= self.config.max_failing and not self._stopped:
+            self._stopped = cause
+            self.ledger.messages.append(
+                f"LLM endpoint {self.config.base_url}: {self._failing_in_a_row} reports in a row failed "
+                f"(last: {cause}); the remaining reports were not sent"
+            )
         return None, cause
 
     async def _attempt(self, client: httpx.AsyncClient, text: str) -> tuple[list[int] | None, str, float]:

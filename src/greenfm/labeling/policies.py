@@ -7,7 +7,11 @@ maps both to zeros, the direction GreenRFM's released code pushes (it feeds
 policy every target must lie in [0, 1]: anything else (a -1 the policy did not
 handle cannot happen, but a 2 or a -3 in the data can) raises.
 
-The masked loss is sum(bce * valid) / max(sum(valid), 1), as in GreenRFM's MRI code.
+The masked loss is sum(bce * valid) / max(sum(valid), 1), as in GreenRFM's MRI code
+(METHODS 3.3): ``masked_bce_with_logits`` is the one implementation, and
+``policy_masked_bce`` (a policy applied to raw labels, then that loss) is what every
+label-supervised objective calls, fine-tuning included. A run records its policy by
+``LabelPolicy.name``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class LabelPolicy:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @property
+    def name(self) -> str:
+        """The preset's name, else ``"uncertain=<p>,missing=<p>"``; ``label_policy(name)`` gives the policy back."""
+        preset = next((key for key, policy in PRESETS.items() if policy == self), None)
+        return preset or f"uncertain={self.uncertain},missing={self.missing}"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelPolicy:
         unknown = set(data) - {"uncertain", "missing"}
@@ -48,6 +58,7 @@ class LabelPolicy:
 
 PRESETS = {
     "default": LabelPolicy("mask", "mask"),
+    "mask": LabelPolicy("mask", "mask"),  # the default by what it does
     "official": LabelPolicy("zeros", "zeros"),
     "u-ones": LabelPolicy("ones", "mask"),
     "u-zeros": LabelPolicy("zeros", "mask"),
@@ -83,10 +94,7 @@ def apply_policy(labels: Any, policy: str | dict | LabelPolicy | None = None) ->
     """
     policy = label_policy(policy)
     if _is_tensor(labels):
-        import torch
-
-        targets, valid = apply_policy(labels.detach().cpu().numpy(), policy)
-        return torch.from_numpy(targets).to(labels.device), torch.from_numpy(valid).to(labels.device)
+        return _apply_policy_to_tensor(labels, policy)
     y = np.asarray(labels, dtype=np.float32)
     targets = y.copy()
     valid = np.ones_like(y, dtype=np.float32)
@@ -107,14 +115,43 @@ def apply_policy(labels: Any, policy: str | dict | LabelPolicy | None = None) ->
     return targets, valid
 
 
-def masked_bce_with_logits(logits, targets, valid):
-    """sum(bce * valid) / max(sum(valid), 1): a mean over the entries that count."""
+def _apply_policy_to_tensor(labels: Any, policy: LabelPolicy) -> tuple[Any, Any]:
+    """``apply_policy`` on a tensor, on its device (no copy to the host in a training step)."""
+    y = labels.detach().float()
+    targets, valid = y.clone(), y.new_ones(y.shape)
+    for mask, choice in ((y.isnan(), policy.missing), (y == -1.0, policy.uncertain)):
+        targets = targets.masked_fill(mask, 0.0 if choice == "mask" else _FILL[choice])
+        if choice == "mask":
+            valid = valid.masked_fill(mask, 0.0)
+    if ((targets < 0.0) | (targets > 1.0)).any():
+        apply_policy(labels.detach().cpu().numpy(), policy)  # raises, naming the first bad entry
+    return targets, valid
+
+
+def valid_label_mask(labels: Any) -> Any:
+    """True where a label tensor holds a 0 or 1 (not NaN = unknown, not -1 = uncertain)."""
+    import torch
+
+    return torch.isfinite(labels) & (labels >= 0)
+
+
+def masked_bce_with_logits(logits, targets, valid, *, pos_weight=None):
+    """sum(bce * valid) / max(sum(valid), 1): a mean over the entries that count (0, with a graph, when none do).
+
+    ``pos_weight`` (K,) up-weights positives per finding, as in ``binary_cross_entropy_with_logits``.
+    """
     import torch
     import torch.nn.functional as F
 
-    loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pos_weight, reduction="none")
     valid = valid.to(logits.dtype)
     return (loss * valid).sum() / torch.clamp(valid.sum(), min=1.0)
+
+
+def policy_masked_bce(logits, labels, policy: str | dict | LabelPolicy | None = None, *, pos_weight=None):
+    """The label-supervised BCE: ``apply_policy`` to raw labels (1 / 0 / -1 / NaN), then ``masked_bce_with_logits``."""
+    targets, valid = apply_policy(labels, policy)
+    return masked_bce_with_logits(logits, targets, valid, pos_weight=pos_weight)
 
 
 def _is_tensor(x: Any) -> bool:

@@ -2,8 +2,9 @@
 
 Each entry maps a recipe name to ``module:Class``; the module is imported only
 when that method is asked for, so one method's dependencies never burden another.
-A method class takes ``(encoder, config)``, has a ``Config`` (a ``GreenfmConfig``)
-and a ``default_train_config()`` holding its recommended optimiser settings.
+A method class is a ``greenfm.methods.base.Recipe``: built with ``from_towers``, it has a
+``Config`` (a ``GreenfmConfig``) and a ``default_train_config()`` holding its
+recommended optimiser settings. A new recipe adds one line here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from greenfm.errors import ConfigError
 
 _METHODS: dict[str, str] = {
     "token-reconstruction": "greenfm.methods.token_reconstruction:TokenReconstruction",
+    "supervised": "greenfm.methods.supervised:Supervised",
+    "unicl": "greenfm.methods.unicl:UniCL",
+    "clip": "greenfm.methods.unicl:CLIP",
 }
 
 

@@ -177,6 +177,22 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         raise ConfigError(f"encoder '{spec['name']}' rejects an option: {exc}") from None
 
 
+def encoder_spec(name: str, *, img_size: int | None = None, in_chans: int | None = None, **overrides: Any) -> dict[str, Any]:
+    """The JSON spec ``create_encoder(name, ...)`` would build, without building it."""
+    if name in R3D_VARIANTS:
+        return r3d_spec(name, in_chans=1 if in_chans is None else in_chans, **overrides)
+    return _timm_spec(name, img_size=img_size, in_chans=3 if in_chans is None else in_chans, overrides=overrides)
+
+
+def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two specs build the same network up to input size (ViT position embeddings are resampled)."""
+    def key(spec: dict[str, Any]) -> tuple[Any, ...]:
+        kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if k != "img_size"}
+        return spec.get("library"), spec.get("name"), sorted(kwargs.items(), key=lambda kv: kv[0]).__repr__()
+
+    return key(a) == key(b)
+
+
 def create_encoder(
     name: str,
     *,

@@ -127,8 +127,53 @@ def _preprocessing(config: dict[str, Any]) -> str:
     rows = [[f"`{k}`", json.dumps(v)] for k, v in contract.items()]
     return (
         "## Preprocessing contract\n\nInputs must be prepared exactly like this (also in `contract.json`; "
-        "`load_exported` refuses a different one):\n\n" + _table(["Field", "Value"], rows)
+        "`load_exported` refuses a different one):\n\n" + _table(["Field", "Value"], rows) + _steps(contract)
     )
+
+
+def _steps(contract: dict[str, Any]) -> str:
+    """The contract as code a user can follow; the reference embeddings come from exactly these steps."""
+    if not contract or contract.get("bit_depth", 8) != 8 or contract.get("windows"):
+        return ""  # 16-bit or windowed contracts: greenfm.export.load_exported(...).preprocess_file
+    size = list(contract.get("size") or [224, 224])
+    interp = "BICUBIC" if contract.get("interpolation") == "bicubic" else "BILINEAR"
+    antialias = bool(contract.get("antialias", True))
+    resize = {
+        "squash": f"x = F.resize(x, {size}, interpolation={interp}, antialias={antialias})",
+        "shorter-center-crop": (f"s = max({size[0]} / x.shape[-2], {size[1]} / x.shape[-1])\n"
+                                f"x = F.resize(x, [max({size[0]}, round(x.shape[-2] * s)), max({size[1]}, "
+                                f"round(x.shape[-1] * s))], interpolation={interp}, antialias={antialias})\n"
+                                f"x = F.center_crop(x, {size})"),  # fmt: skip
+        "letterbox": (f"s = min({size[0]} / x.shape[-2], {size[1]} / x.shape[-1])\n"
+                      f"x = F.resize(x, [max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))], "
+                      f"interpolation={interp}, antialias={antialias})\n"
+                      f"top, left = ({size[0]} - x.shape[-2]) // 2, ({size[1]} - x.shape[-1]) // 2\n"
+                      f"x = F.pad(x, [left, top, {size[1]} - x.shape[-1] - left, {size[0]} - x.shape[-2] - top])"),
+    }[contract.get("resize", "squash")]  # fmt: skip
+    channels = int(contract.get("channels", 3))
+    mean, std = contract.get("mean"), contract.get("std")
+    return f"""
+
+For an 8-bit image, step by step (the reference embeddings are made exactly so). Resize the
+**uint8** pixels and keep them uint8: resizing floats and rounding later gives other pixels
+(embeddings off by about 3e-3, beyond the reference tolerance). On uint8 input torchvision's
+antialiased resize matches PIL's `Image.resize`.
+
+```python
+import numpy as np, torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms import InterpolationMode
+BILINEAR, BICUBIC = InterpolationMode.BILINEAR, InterpolationMode.BICUBIC
+
+a = np.array(Image.open("image.png"))              # uint8, (H, W) grey or (H, W, 3)
+x = torch.from_numpy(a[None] if a.ndim == 2 else a[..., :3].transpose(2, 0, 1).copy())   # uint8 (C, H, W)
+{resize}
+x = x.float() / 255                                 # [0, 1]
+x = x.expand({channels}, -1, -1) if x.shape[0] == 1 else x   # grey -> {channels} channels
+x = (x - torch.tensor({mean}).view(-1, 1, 1)) / torch.tensor({std}).view(-1, 1, 1)
+x = x[None]                                         # (1, {channels}, {size[0]}, {size[1]}) float32
+```"""
 
 
 def _evaluation(run: RunArtifacts) -> str:

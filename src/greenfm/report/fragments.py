@@ -15,6 +15,8 @@ SECTIONS = (
     ("comparison", "Model comparison"),
     ("roc-curves", "ROC curves"),
     ("finding-metrics", "Per-finding metrics"),
+    ("zeroshot", "Zero-shot classification"),
+    ("retrieval", "Image-text retrieval"),
     ("green-card", "Compute (green card)"),
     ("training", "Training"),
     ("data-summary", "Data"),

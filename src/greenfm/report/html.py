@@ -20,7 +20,7 @@ from pathlib import Path
 
 import greenfm
 from greenfm.errors import BadInputError
-from greenfm.report import results, sections
+from greenfm.report import image_text, results, sections
 from greenfm.report.fragments import SECTIONS, block
 from greenfm.report.runs import RunArtifacts, read_run
 
@@ -56,6 +56,8 @@ _RENDERERS = {
     "comparison": results.comparison,
     "roc-curves": results.roc_curves,
     "finding-metrics": results.finding_metrics,
+    "zeroshot": image_text.zeroshot,
+    "retrieval": image_text.retrieval,
     "green-card": sections.green_cards,
     "training": sections.training,
     "data-summary": sections.data_summary,

@@ -106,7 +106,40 @@ def curve_summary(table: pd.DataFrame) -> pd.DataFrame:
         "ci_low": ("ci_low", "mean"),
         "ci_high": ("ci_high", "mean"),
     }
-    if "n_train_images" in macro.columns:
-        aggregations["n_train_images"] = ("n_train_images", "mean")
+    for count in ("n_train_images", "n_train_patients"):
+        if count in macro.columns:
+            aggregations[count] = (count, "mean")
     out = macro.groupby(["mode", "fraction"], as_index=False).agg(**aggregations)
-    return out.sort_values(["mode", "fraction"]).reset_index(drop=True)
+    out = out.sort_values(["mode", "fraction"]).reset_index(drop=True)
+    return flag_same_subsets(out)
+
+
+def flag_same_subsets(summary: pd.DataFrame) -> pd.DataFrame:
+    """``same_subset_as``: the smaller fraction of the same mode whose (nested) subsets hold as many patients
+    (and images) on every seed's mean, i.e. the same training data under two names; NaN otherwise."""
+    summary = summary.copy()
+    summary["same_subset_as"] = np.nan
+    keys = [c for c in ("n_train_patients", "n_train_images") if c in summary.columns]
+    if not keys:
+        return summary
+    for _, curve in summary.groupby("mode", sort=False):
+        curve = curve.sort_values("fraction")
+        previous = None
+        for index, r in curve.iterrows():
+            if previous is not None and all(np.isclose(r[k], previous[k]) for k in keys):
+                summary.loc[index, "same_subset_as"] = previous["fraction"]
+            previous = r
+    return summary
+
+
+def fraction_label(r: pd.Series | dict) -> str:
+    """``10% (28 patients, 71 images)``, with ``= 1% subset`` when a smaller fraction gave the same data."""
+    text = f"{float(r['fraction']) * 100:g}%"
+    counts = [f"{float(r[k]):.0f} {word}" for k, word in (("n_train_patients", "patients"), ("n_train_images", "images"))
+              if k in r and r[k] is not None and np.isfinite(float(r[k]))]  # fmt: skip
+    if counts:
+        text += f" ({', '.join(counts)})"
+    same = r.get("same_subset_as") if hasattr(r, "get") else None
+    if same is not None and np.isfinite(float(same)):
+        text += f" = the {float(same) * 100:g}% subset"
+    return text

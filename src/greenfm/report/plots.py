@@ -133,7 +133,10 @@ def label_efficiency_plot(summary: pd.DataFrame, per_seed: pd.DataFrame | None =
     ax.set_xscale("log")
     fractions = sorted(summary["fraction"].unique())
     ax.set_xticks(fractions)
-    ax.set_xticklabels([f"{f * 100:g}%" for f in fractions])
+    patients = (summary.groupby("fraction")["n_train_patients"].mean() if "n_train_patients" in summary.columns
+                else pd.Series(dtype=float))  # fmt: skip
+    ax.set_xticklabels([f"{f * 100:g}%" + (f"\n{patients[f]:.0f} pts" if f in patients.index and np.isfinite(patients[f])
+                                           else "") for f in fractions])  # fmt: skip
     ax.minorticks_off()
     ax.set_xlabel("share of training patients with labels", fontsize=9, color=INK)
     ax.set_ylabel("macro AUROC (test)", fontsize=9, color=INK)

@@ -29,7 +29,7 @@ def label_efficiency(runs: list[RunArtifacts]) -> str:
 
 
 def _label_efficiency_run(run: RunArtifacts, many: bool) -> str:
-    from greenfm.report.label_efficiency import curve_summary
+    from greenfm.report.label_efficiency import curve_summary, fraction_label
     from greenfm.report.plots import label_efficiency_plot
 
     curves = curve_summary(run.label_efficiency)
@@ -43,7 +43,7 @@ def _label_efficiency_run(run: RunArtifacts, many: bool) -> str:
         row(
             [
                 escape(str(r["mode"])),
-                f"{r['fraction'] * 100:g}%",
+                escape(fraction_label(r)),
                 str(int(r["n_seeds"])),
                 f"{r['auroc_mean']:.3f}"
                 + (
@@ -108,7 +108,7 @@ def _comparison_run(run: RunArtifacts, many: bool) -> str:
                                                                                      r.get("verdict", ""))  # fmt: skip
         rows.append(row([
             escape(str(r.get("mode"))),
-            f"{100 * float(r.get('fraction', 0)):g}% ({float(r.get('n_train_images', 0)):.0f})",
+            f"{100 * float(r.get('fraction', 0)):g}% ({float(r.get('n_train_images', 0)):.0f} images)",
             f"{r['auroc_a']:.3f}" if is_number(r.get("auroc_a")) else "&ndash;",
             f"{r['auroc_b']:.3f}" if is_number(r.get("auroc_b")) else "&ndash;",
             (f"{r['difference']:+.3f}" if is_number(r.get("difference")) else "&ndash;")
@@ -195,6 +195,10 @@ def finding_metrics(runs: list[RunArtifacts]) -> str:
     numeric = {1, 2, 3, 4, 5}
     header = ["Finding", "Test images", "Positives", "Prevalence", "AUROC (95% CI)", "AUPRC (95% CI)"]
     for run in runs:
+        if run.evaluation_source == "zeroshot":  # shown with its prompts in its own section
+            parts.append(run_heading(run, len(runs) > 1) + '<p class="lead">Zero-shot test metrics: see '
+                         '<a href="#zeroshot">Zero-shot classification</a>.</p>')  # fmt: skip
+            continue
         ev = run.evaluation
         if ev is None and run.predictions is not None:
             ev = _metrics_from_predictions(run.predictions)

@@ -15,6 +15,9 @@ sorted order, and predictions beside the results they belong to:
 ``predictions.parquet``    per-image scores, long: ``id, patient_id, split, finding, label, score``
                            (``predictions.csv`` is read too)
 ``label_efficiency.*``     label-efficiency results (schema: ``greenfm.report.label_efficiency``)
+``zeroshot.json``          zero-shot classification: prompts and a ``Metrics.to_dict()`` under ``test``
+``retrieval.json``         image-text retrieval: Recall@K both ways with random baselines (schemas of
+                           both: ``greenfm.evaluate.image_text_results``)
 ``exported/*.safetensors`` weights; their header metadata ``greenfm`` holds the run record
                            (also read from ``compute.json`` ``run`` and ``config.yaml`` ``record``)
 =========================  ===============================================================
@@ -60,6 +63,8 @@ class RunArtifacts:
     predictions: pd.DataFrame | None = None
     label_efficiency: pd.DataFrame | None = None
     comparison: dict[str, Any] | None = None  # study_comparison.json from `greenfm evaluate compare`
+    zeroshot: dict[str, Any] | None = None  # zeroshot.json (zero-shot classification)
+    retrieval: dict[str, Any] | None = None  # retrieval.json (image-text retrieval)
     weights: Path | None = None
     n_parameters: int | None = None
     export_config: dict[str, Any] | None = None  # exported/config.json (a method's own export)
@@ -69,8 +74,8 @@ class RunArtifacts:
 
     @property
     def evaluation(self) -> dict[str, Any] | None:
-        """The test-split ``Metrics`` dict (fine-tuning first, else the probe), or None."""
-        for result in (self.finetune, self.probe):
+        """The test-split ``Metrics`` dict (fine-tuning first, else the probe, else zero-shot), or None."""
+        for result in (self.finetune, self.probe, self.zeroshot):
             if isinstance(result, dict) and isinstance(result.get("test"), dict):
                 return result["test"]
         return None
@@ -81,6 +86,8 @@ class RunArtifacts:
             return "finetune"
         if self.probe is not None and isinstance(self.probe.get("test"), dict):
             return "probe"
+        if self.zeroshot is not None and isinstance(self.zeroshot.get("test"), dict):
+            return "zeroshot"
         return None
 
     @property
@@ -96,21 +103,27 @@ class RunArtifacts:
             return "finetune"
         if self.probe is not None:
             return "linear-probe"
+        if self.zeroshot is not None:
+            return "zero-shot"
+        if self.retrieval is not None:
+            return "retrieval"
         return None
 
     @property
     def encoder_name(self) -> str | None:
         """The backbone's timm name (from the record, the config or the export), else the model it started from."""
+        towers = self.record.get("towers") if isinstance(self.record.get("towers"), dict) else {}
         candidates = [
             self.record.get("encoder_spec"),
             self.record.get("encoder"),
+            towers.get("image"),  # what the run trained, an --init folder's architecture included
             (self.config or {}).get("encoder"),
             (self.export_config or {}).get("model"),
             self.record.get("backbone"),
         ]
         for value in candidates:
             if isinstance(value, dict) and isinstance(value.get("name"), str):
-                return value["name"]
+                return describe_spec(value)
             if isinstance(value, str) and value:
                 return value
         ref = self.record.get("model_ref")
@@ -172,7 +185,9 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
     run.metrics = _read(run, "metrics", metrics, _jsonl, "training curves") or []
     run.finetune = _read(run, "finetune", find_artifact(root, "finetune.json"), _json_mapping, None)
     run.probe = _read(run, "probe", find_artifact(root, "probe.json"), _json_mapping, None)
-    if run.finetune is None and run.probe is None:
+    run.zeroshot = _read(run, "zeroshot", find_artifact(root, "zeroshot.json"), _json_mapping, None)
+    run.retrieval = _read(run, "retrieval", find_artifact(root, "retrieval.json"), _json_mapping, None)
+    if run.finetune is None and run.probe is None and run.zeroshot is None:
         run.missing["evaluation"] = "test metrics (finetune.json or probe.json from `greenfm probe`)"
     run.predictions = _read(
         run,
@@ -194,6 +209,10 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
 
     run.comparison = _read(run, "comparison", find_artifact(root, "study_comparison.json", nested=False),
                            _json_mapping, None)  # fmt: skip
+    if run.compute is None and run.label_efficiency is not None:
+        run.compute = study_compute(root)
+        if run.compute is not None:
+            run.missing.pop("compute", None)
 
     record: dict[str, Any] = {}
     if run.compute is not None and isinstance(run.compute.get("run"), dict):
@@ -219,6 +238,36 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
     else:
         run.missing["weights"] = "exported weights (exported/*.safetensors)"
     return run
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    """A timm name, with the size kwargs that make it another model (greenfm's ``vit_tiny_test`` is
+    ``vit_small_patch14_reg4_dinov2`` at width 64, depth 4, patch 8: not a ViT-S)."""
+    kwargs = spec.get("kwargs") if isinstance(spec.get("kwargs"), dict) else {}
+    shape = [f"{label} {kwargs[key]}" for key, label in (("embed_dim", "width"), ("depth", "depth"),
+                                                         ("patch_size", "patch")) if key in kwargs]  # fmt: skip
+    return f"{spec['name']} ({', '.join(shape)})" if shape else str(spec["name"])
+
+
+def study_compute(root: Path) -> dict[str, Any] | None:
+    """A label-efficiency study's ledger: its fine-tuned cells' ``runs/*/compute.json`` summed (what the
+    study printed); a sum with any cell unmeasured is unavailable, never partial. None without cells."""
+    from greenfm.engine.ledger import UNAVAILABLE, ledger_totals
+
+    ledgers = []
+    for path in sorted((root / "runs").glob("*/compute.json")):
+        try:
+            ledgers.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not ledgers:
+        return None
+    totals = ledger_totals(ledgers)
+    first = ledgers[0]
+    reasons = {k: "a fine-tuned cell did not measure it" for k, v in totals.items() if v == UNAVAILABLE}
+    return {**totals, "device_type": first.get("device_type"), "device_name": first.get("device_name"),
+            "device_count": first.get("device_count", 1), "energy_method": first.get("energy_method"),
+            "unavailable": reasons, "summed_over": f"{len(ledgers)} fine-tuned cell(s) (runs/*/compute.json)"}
 
 
 def _predictions_path(run: RunArtifacts) -> Path | None:
@@ -337,6 +386,8 @@ class DataFacts:
     patients: int | None = None
     splits: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (images, patients)
     hash_matches: bool | None = None  # the file today vs the hash recorded by the run
+    image_level_patients: bool = False  # no patient ids: each image is its own patient (MedMNIST)
+    hash_of: str = "the file"  # what the recorded hash matched: the file, or the rows of some splits
     current_hash: str | None = None
     findings: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # name, pos, neg, uncertain, unknown
     training_images: int | None = None  # the training set the engine saw (compute.json)
@@ -398,6 +449,8 @@ def describe_data(run: RunArtifacts) -> DataFacts:
         return facts
     table = manifest.table
     facts.rows, facts.patients = len(table), int(table["patient_id"].nunique())
+    facts.image_level_patients = "meta_patient_note" in table.columns or bool(
+        (table["patient_id"].astype(str) == table["id"].astype(str)).all())
     if manifest.has_splits:
         split = table["split"].astype("string").fillna("none")
         for name in split.unique():
@@ -406,6 +459,16 @@ def describe_data(run: RunArtifacts) -> DataFacts:
     facts.current_hash = manifest.hash
     if facts.manifest_hash:
         facts.hash_matches = manifest.hash == facts.manifest_hash
+        if not facts.hash_matches and manifest.has_splits:  # a run may hash the rows it trained on (its splits)
+            split = manifest.table["split"].astype("string")
+            for names in (["train"], ["train", "val"], ["val"], ["test"]):
+                rows = split.isin(names).fillna(False).to_numpy(dtype=bool)
+                if rows.any() and manifest.subset(rows).hash == facts.manifest_hash:
+                    facts.hash_matches, facts.hash_of = True, f"its {' and '.join(names)} rows"
+                    break
+        probe_hash = ((run.probe or {}).get("sources") or {}).get("manifest_hash")
+        if not facts.hash_matches and probe_hash and manifest.hash == probe_hash:  # the probe's data, not training's
+            facts.hash_matches, facts.hash_of = True, "the file (the probe's data; training used other data)"
     for finding in manifest.findings:
         v = table[finding]
         facts.findings.append(

@@ -22,7 +22,7 @@ def summary(runs: list[RunArtifacts]) -> str:
     rows = []
     for run in runs:
         ev = run.evaluation
-        macro = metric_with_ci(ev.get("macro_auroc"), ev.get("macro_auroc_ci")) if ev else "not evaluated"
+        macro = metric_with_ci(ev.get("macro_auroc"), ev.get("macro_auroc_ci")) if ev else _elsewhere(run)
         scored = f"{ev.get('n_evaluable')}/{ev.get('n_classes')}" if ev else "&ndash;"
         card = {item.key: item for item in green_card(run.compute, n_parameters=run.n_parameters, record=run.record)}
         rows.append(
@@ -160,7 +160,8 @@ def data_summary(runs: list[RunArtifacts]) -> str:
             rows.append(
                 (
                     "Hash check",
-                    "the file matches the run"
+                    f"{escape(facts.hash_of)} match the run's recorded hash" if facts.hash_of != "the file"
+                    else "the file matches the run"
                     if facts.hash_matches
                     else f"<strong>differs</strong>: the file now hashes to <code>{escape(str(facts.current_hash))}"
                     "</code>",
@@ -204,10 +205,14 @@ def data_summary(runs: list[RunArtifacts]) -> str:
                 + "</details>"
             )
         parts.append(run_heading(run, True) + f'<table class="facts"><tbody>{body}</tbody></table>' + extra)
-    lead = (
-        "What the model was trained and tested on. Patients are split, never images, so no patient is in "
-        "both training and test."
-    )
+    facts_all = [describe_data(run) for run in runs]
+    per_image = [f for f in facts_all if f.image_level_patients]
+    if per_image:
+        lead = ("What the model was trained and tested on. The data carry no patient ids: each image is its own "
+                "patient, so images of one person may sit in both training and test.")  # fmt: skip
+    else:
+        lead = ("What the model was trained and tested on. Patients are split, never images, so no patient is in "
+                "both training and test.")  # fmt: skip
     return block("data-summary", "".join(parts), lead)
 
 
@@ -236,6 +241,15 @@ def config(runs: list[RunArtifacts]) -> str:
                 f"<details><summary>{escape(run.name)}: artefacts not found</summary><ul>{listed}</ul></details>"
             )
     return block("config", "".join(parts), "Exactly what each run was asked to do (click to expand).")
+
+
+def _elsewhere(run: RunArtifacts) -> str:
+    """What the summary's AUROC cell says for a run whose scores are not one test evaluation."""
+    if run.label_efficiency is not None:
+        return "per fraction: see Label efficiency"
+    if run.comparison is not None:
+        return "paired differences: see Model comparison"
+    return "not evaluated"
 
 
 def _what(run: RunArtifacts) -> str:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 import greenfm
+from greenfm.workflows.demo_setting import FULL, QUICK, DemoSetting  # noqa: F401  (the demo's settings)
 from greenfm.workflows.demo_output import (
     StageClock,
     print_comparison,
@@ -39,53 +40,6 @@ from greenfm.workflows.demo_output import (
 SETTING_FILE = "demo_setting.json"
 RESULTS_FILE = "demo_results.json"
 _MANAGED = ("data", "cache", "runs", "embeddings", SETTING_FILE, RESULTS_FILE, "report.html")
-
-
-@dataclass(frozen=True)
-class DemoSetting:
-    """Every size, length and knob of one demo run (saved to ``demo_setting.json``)."""
-
-    name: str
-    source_site: str = "A"
-    target_site: str = "B"
-    source_patients: int = 800
-    target_patients: int = 2000
-    phantom_size: int = 64  # pixels rendered; the contract resizes to image_size
-    image_size: int = 32
-    patch_size: int = 8
-    width: int = 64
-    depth: int = 4
-    heads: int = 4
-    warm_start_epochs: int = 4
-    warm_start_batch: int = 32
-    warm_start_lr: float = 2e-3
-    pretrain_epochs: int = 6
-    pretrain_batch: int = 64
-    pretrain_lr: float = 1e-3
-    val: float = 0.1
-    test: float = 0.3
-    bootstrap: int = 1000
-    seed: int = 0
-    track_energy: bool = True
-    label_efficiency: bool = True
-    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    finetune_steps: int = 100
-    finetune_batch: int = 32
-    finetune_lr: float = 1e-3
-
-    @property
-    def backbone(self) -> dict[str, Any]:
-        """``create_encoder`` arguments of the demo's ViT (DINOv2-shaped: 4 registers, LayerScale)."""
-        return {"name": "vit_tiny_test", "img_size": self.image_size, "patch_size": self.patch_size,
-                "embed_dim": self.width, "depth": self.depth, "num_heads": self.heads}  # fmt: skip
-
-
-FULL = DemoSetting(name="full")
-QUICK = replace(
-    FULL, name="quick", source_patients=24, target_patients=48, phantom_size=32, width=32, depth=2,
-    warm_start_epochs=1, warm_start_batch=16, pretrain_epochs=1, pretrain_batch=16, test=0.4,
-    bootstrap=200, track_energy=False, label_fractions=(0.5, 1.0), finetune_steps=2, finetune_batch=8,
-)  # fmt: skip
 
 
 @dataclass
@@ -101,6 +55,7 @@ class DemoResult:
     results_path: Path
     report_path: Path | None = None
     label_efficiency: Any = None  # workflows.label_efficiency_results.LabelEfficiencyResult
+    image_text: dict[str, Any] | None = None  # demo_stages.image_text's summary
 
     @property
     def macro_gain(self) -> float | None:
@@ -144,12 +99,20 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
             print_header(console, "6. Label efficiency", f"adapted model, linear / LoRA / full at {shares} of labels")
             with clock("label efficiency"):
                 label_efficiency = stages.label_efficiency(out, data, adapted_dir, setting, console)
+        image_text = None
+        if setting.image_text:
+            print_header(console, "7. Image-text pretraining and zero-shot",
+                         f"unicl on site {setting.target_site}'s train reports; zero-shot on its test split")  # fmt: skip
+            with clock("image-text"):
+                image_text = stages.image_text(out, data, adapted_dir, setting, console)
         with clock("report"):
-            report = stages.report(out, [start_dir, adapted_dir], label_efficiency, console)
+            extra = [Path(image_text["run"]) / name for name in ("zeroshot", "retrieval")] if image_text else []
+            report = stages.report(out, [start_dir, adapted_dir, *extra], label_efficiency, console)
 
     result = DemoResult(
         out=out, setting=setting, starting_model=description, comparison=comparison, pretrain_compute=compute,
         timings=clock.timings, results_path=out / RESULTS_FILE, report_path=report, label_efficiency=label_efficiency,
+        image_text=image_text,
     )  # fmt: skip
     _write_results(result)
     print_summary(console, result)
@@ -192,6 +155,8 @@ def _write_results(result: DemoResult) -> None:
         "timings": result.timings,
         "report": str(result.report_path) if result.report_path else None,
         "label_efficiency": _label_efficiency_summary(result.label_efficiency),
+        "image_text": {k: v for k, v in (result.image_text or {}).items() if k != "compute"} or None,
+        "image_text_compute": (result.image_text or {}).get("compute"),
     }
     result.results_path.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n")
 

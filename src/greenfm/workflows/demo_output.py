@@ -160,6 +160,16 @@ def print_summary(console: Console, result: Any) -> None:
     console.print(f"token reconstruction: {compute.get('samples_seen', '?')} images, "
                   f"{compute.get('optimizer_steps', '?')} steps, {_seconds(compute.get('wall_time_s'))}, "
                   f"energy {_quantity(compute.get('energy_kwh'), 'kWh')}, CO2 {_quantity(compute.get('co2_kg'), 'kg')}")
+    image_text = getattr(result, "image_text", None)
+    if image_text and image_text.get("zeroshot_macro_auroc") is not None:
+        ci = image_text.get("zeroshot_macro_ci")
+        ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        against = ("above chance" if ci and ci[0] > 0.5 else "not distinguishable from chance") if ci else "no CI"
+        r10, chance10 = image_text.get("recall_at_10"), image_text.get("recall_at_10_random")
+        retrieval = f"; image-to-report R@10 {r10:.3f} (random {chance10:.3f})" if r10 is not None else ""
+        console.print(f"image-text (unicl): zero-shot macro test AUROC {image_text['zeroshot_macro_auroc']:.3f}{ci_text}, "
+                      f"{against} (0.5), {image_text['findings_scored']} of {image_text['findings']} findings"
+                      f"{retrieval}")  # fmt: skip
     console.print(f"results: {result.results_path}")
     if result.report_path is not None:
         console.print(f"report: {result.report_path}")

@@ -21,10 +21,10 @@ from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import load_manifest
 from greenfm.data.phantoms import generate_phantoms, get_site, summarize_phantoms
 from greenfm.data.splits import split_manifest
-from greenfm.workflows.paired_comparison import PairedComparison, paired_comparison
+from greenfm.evaluate.paired import PairedComparison, paired_comparison
 
 if TYPE_CHECKING:
-    from greenfm.workflows.demo import DemoSetting
+    from greenfm.workflows.demo_setting import DemoSetting
 
 START, ADAPTED = "starting model", "adapted (token reconstruction)"
 INIT_NOTE = ("A real user starts from a general-domain model instead, a DINOv2 checkpoint: greenfm pretrain "
@@ -99,7 +99,8 @@ def starting_model(out: Path, data: DemoData, setting: DemoSetting, console: Con
 
     from greenfm.engine import TrainConfig, fit, write_run_config
     from greenfm.models.backbones import create_encoder
-    from greenfm.workflows.warm_start import SupervisedWarmStart, export_warm_start
+    from greenfm.methods.supervised import Supervised
+    from greenfm.models.export import export_towers
 
     run = out / "runs" / "start"
     source = load_manifest(data.source)
@@ -117,7 +118,7 @@ def starting_model(out: Path, data: DemoData, setting: DemoSetting, console: Con
         shutil.rmtree(run, ignore_errors=True)
         torch.manual_seed(setting.seed)
         encoder = create_encoder(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
-        method = SupervisedWarmStart(encoder, len(source.findings))
+        method = Supervised(encoder, len(source.findings))
         # No augmentation: in this short run the light crop-and-rotation augmentation kept the
         # ViT at the label prevalence (docs/results.md).
         store = build_cache(source, data.contract, data.cache, progress=False)
@@ -134,7 +135,8 @@ def starting_model(out: Path, data: DemoData, setting: DemoSetting, console: Con
         write_run_config(run, {"warm_start": record, "train": config.to_dict()}, manifest_hash=source.hash,
                          seed=setting.seed)  # fmt: skip
         result = fit(method, dataset, config, run, run_record=record)
-        export_warm_start(method, run / "exported", contract=data.contract, description=description, record=record)
+        export_towers(method.export_towers(), run / "exported", preprocessing=data.contract,
+                      metadata={"description": description, **record})  # fmt: skip
         console.print(f"warm start: {result.steps} steps, final training loss "
                       f"{result.history[-1]['loss']:.4f} (first epoch {result.history[0]['loss']:.4f})")  # fmt: skip
     console.print(f"[bold]starting model[/bold]: {description}.")
@@ -216,6 +218,51 @@ def embed_and_compare(
         predictions[name] = result.predictions
     return paired_comparison(predictions["start"], predictions["adapted"], model_a=START, model_b=ADAPTED,
                              n_resamples=setting.bootstrap, seed=setting.seed)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 7. image-text
+
+
+def image_text(out: Path, data: DemoData, init: Path, setting: DemoSetting, console: Console) -> dict[str, Any]:
+    """``unicl`` on the target site's reports from the adapted model, then zero-shot on its test split.
+
+    The text tower is the offline MiniLM, locked (only the image tower, the projections and
+    the temperature train; each distinct text is encoded once). Returns the zero-shot macro
+    AUROC with its CI, the retrieval R@10 and the run's compute ledger.
+    """
+    from greenfm.workflows.image_text_config import RetrieveConfig, ZeroshotConfig
+    from greenfm.workflows.image_text_eval import run_retrieve, run_zeroshot
+    from greenfm.workflows.pretrain import PretrainConfig, run_pretrain
+
+    run = out / "runs" / "image_text"
+    n_train = int((load_manifest(data.target).table["split"] == "train").sum())
+    steps = setting.image_text_epochs * -(-n_train // setting.image_text_batch)
+    method = {"lock_text": True, "embed_dim": 128, "label_text_mode": "per_finding", "p_label_text": 0.5}
+    train = {"epochs": setting.image_text_epochs, "batch_size": setting.image_text_batch, "lr": setting.image_text_lr,
+             "weight_decay": 0.05, "warmup": min(5, steps // 10), "checkpoint_every_epochs": None, "num_workers": 0,
+             "accelerator": "cpu", "seed": setting.seed, "track_energy": setting.track_energy, "log_every_steps": 10}  # fmt: skip
+    console.print(
+        f"recipe unicl (METHODS 5): image tower = the adapted model, text tower = all-MiniLM-L6-v2 (offline, locked), "
+        f"bias-free projections to 128-d, learnable temperature from 0.07; half the pairs take a label text "
+        f"('There is (no) {{finding}}.'), the others their report; {setting.image_text_epochs} epochs, batch "
+        f"{setting.image_text_batch}, lr {setting.image_text_lr:g}"
+    )
+    compute_file = run / "compute.json"
+    if not ((run / "exported" / "config.json").is_file() and compute_file.is_file()):
+        shutil.rmtree(run, ignore_errors=True)
+        config = PretrainConfig(recipe="unicl", data=str(data.target), init=str(init), text_tower="minilm",
+                                text_max_length=96, contract=str(data.contract_file), augment="none", splits=["train"],
+                                cache=str(data.cache), method=method, train=train)  # fmt: skip
+        run_pretrain(config, run)
+    zeroshot = run_zeroshot(ZeroshotConfig(model=str(run), data=str(data.target), cache=str(data.cache),
+                                           resamples=setting.bootstrap, seed=setting.seed), run / "zeroshot")["metrics"]  # fmt: skip
+    retrieval = run_retrieve(RetrieveConfig(model=str(run), data=str(data.target), cache=str(data.cache)),
+                             run / "retrieval")["result"]  # fmt: skip
+    recall = {r["k"]: r for r in retrieval["image_to_text"]["recall"]}
+    return {"run": str(run), "zeroshot_macro_auroc": zeroshot.macro_auroc, "zeroshot_macro_ci": zeroshot.macro_auroc_ci,
+            "findings_scored": zeroshot.n_evaluable, "findings": zeroshot.n_classes,
+            "recall_at_10": recall.get(10, {}).get("recall"), "recall_at_10_random": recall.get(10, {}).get("random"),
+            "compute": json.loads(compute_file.read_text())}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- 6. label efficiency and report

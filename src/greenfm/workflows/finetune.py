@@ -6,27 +6,11 @@ splits required), keeps a nested patient-grouped share of the *training* patient
 ``greenfm.adapt.finetune.finetune`` (best validation macro AUROC selected, test
 scored once) and adds patient-bootstrap 95% CIs to the test metrics.
 
-Default optimisation (MED-PEFT, METHODS 6.2, scaled to small data), per mode;
-every value can be overridden (``config`` YAML of ``TrainConfig`` fields, or options):
-
-==============  =========================================================================
-batch           64, but at most a quarter of the training images (at least 8), so a
-                tiny subset still takes several steps per epoch
-lr              base lr x batch / 256 (MED-PEFT's ``blr`` rule); base lr ``linear`` 1e-2,
-                ``lora`` 3e-3 (MED-PEFT's recommended CXR-MAE LoRA value at 1% and 100%),
-                ``full`` 5e-4 (its released full fine-tuning baseline); meant for pretrained
-                backbones: a random init needs ~1e-3 (docs/results.md)
-epochs          enough for ~300 optimiser steps, within 20-100 (MED-PEFT trains
-                100-400 epochs on far larger sets); ``max_steps`` alone sets a step budget.
-                A subset under 64 images is repeated within an epoch (an epoch holds at
-                least 64 draws), so validation and checkpoints come every few steps
-checkpoints     about ten per run (every ``ceil(epochs / 10)`` epochs)
-schedule        per step: linear warm-up from 0 over 5 epochs (at most 10% of the
-                steps), then half-cosine to 1e-6
-optimiser       AdamW, weight decay 0.05 on >= 2-D tensors, layer decay 0.65
-loss            BCE-with-logits per finding (uncertain / unknown labels masked);
-                cross-entropy for one-hot multi-class manifests
-==============  =========================================================================
+Default optimisation follows MED-PEFT, scaled to small data
+(``greenfm.adapt.train_defaults``); every value can be overridden (``config`` YAML of
+``TrainConfig`` fields, or options). The loss applies the run's label policy
+(``label_policy``, ``greenfm.labeling.policies``; default: uncertain and unknown
+labels masked) and records it with the run.
 
 Output: the engine's run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
 ``compute.json``) plus ``finetune.json`` (test metrics with CIs), ``exported/best.safetensors``
@@ -37,129 +21,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch.utils.data import ConcatDataset
 
-from greenfm.adapt.classifier import ClassifierConfig, Mode
+from greenfm.adapt.classifier import ClassifierConfig
 from greenfm.adapt.finetune import FinetuneResult, finetune
 from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
-from greenfm.config import GreenfmConfig, build_config, given, train_overrides
+from greenfm.adapt.train_defaults import auto_augment, build_train_config, epoch_repeats
+from greenfm.config import build_config, given, train_overrides
 from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import Manifest
+from greenfm.data.tasks import fraction_plan, holds_a_patient, subset_counts, trainable_findings
 from greenfm.engine import TrainConfig, write_run_config
 from greenfm.engine.run_dir import RunDir, is_rank_zero, read_run_config
 from greenfm.errors import BadInputError, ConfigError
+from greenfm.labeling.policies import label_policy
 from greenfm.models.backbones import Encoder
-from greenfm.workflows.finetune_data import (
-    FinetuneData,
-    absolute_path,
-    fraction_plan,
-    holds_a_patient,
-    prepare_data,
-    subset_counts,
-    trainable_findings,
-)
+from greenfm.workflows.adapt_config import FinetuneConfig
+from greenfm.workflows.finetune_data import FinetuneData, absolute_path, prepare_data
 from greenfm.workflows.inputs import load_encoder
 
 log = logging.getLogger(__name__)
-
-MODE_BASE_LR = {"linear": 1e-2, "lora": 3e-3, "full": 5e-4}
-REFERENCE_BATCH = 256
-MAX_BATCH, MIN_BATCH, MIN_STEPS_PER_EPOCH = 64, 8, 4
-MIN_EPOCH_IMAGES = 64  # smaller subsets are repeated within an epoch
-TARGET_STEPS, EPOCH_RANGE = 300, (20, 100)
-WARMUP_EPOCHS, WARMUP_MAX_SHARE, MIN_LR = 5, 0.1, 1e-6
-AUTO_AUGMENT = {"fundus": "rfg", "photo": "rfg", "xray": "cxr", "us": "cxr"}
-
-
-class FinetuneConfig(GreenfmConfig):
-    """Everything ``greenfm finetune`` was asked; saved in ``config.yaml`` (``finetune:``)."""
-
-    model: str = Field(..., description="Run folder, export folder, weights file (with backbone) or 'random'.")
-    data: str = Field(..., description="Manifest with train / val / test splits (`greenfm data split`).")
-    mode: Mode = Field("lora", description="linear (head only), lora (LoRA + head) or full (everything).")
-    preset: str = Field("med-peft", description="LoRA preset: med-peft (Q/V of fused qkv) or broad.")
-    rank: int = Field(8, ge=1, description="LoRA rank r.")
-    alpha: float = Field(32.0, gt=0, description="LoRA alpha (update scaled by alpha / r).")
-    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
-    layer_decay: float = Field(DEFAULT_LAYER_DECAY, gt=0, le=1, description="Layer-wise lr decay (1 = off).")
-    task: Literal["auto", "binary", "multilabel", "multiclass"] = Field(
-        "auto", description="auto: multi-class when every row is one-hot over several findings, else multi-label."
-    )
-    findings: list[str] | None = Field(None, description="Finding columns to learn (default: all).")
-    pos_weight: Literal["balanced"] | list[float] | None = Field(
-        None, description="BCE positive weights: 'balanced' (neg/pos per finding on train) or one per finding."
-    )
-    balanced: bool = Field(False, description="Draw training images evenly over label combinations.")
-    backbone: str | None = Field(None, description="Architecture for a weights file or 'random'.")
-    img_size: int | None = Field(None, description="Input side for a weights file or 'random'.")
-    contract: str | None = Field(None, description="Preprocessing preset or JSON (default: the encoder's own).")
-    modality: str | None = Field(None, description="Override the contract's modality (xray, fundus, us, ...).")
-    augment: str = Field("auto", description="Training augmentation: auto (by modality), rfg, cxr, medpeft or none.")
-    label_fraction: float = Field(1.0, gt=0, le=1, description="Share of training patients whose labels are used.")
-    fraction_seed: int = Field(0, description="Seed of the nested patient-grouped fraction draw.")
-    cache: str | None = Field(None, description="Decode-once cache root (default: $GREENFM_CACHE_DIR).")
-    skip_bad: bool = Field(False, description="Skip unusable rows or images and count them.")
-    bootstrap: int = Field(1000, ge=0, description="Patient-bootstrap resamples for the test CIs (0: none).")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides.")
-
-
-# ----------------------------------------------------------------------------- defaults
-
-
-def default_batch_size(n_train: int) -> int:
-    """64, at most a quarter of the training images, at least 8 (never above n_train)."""
-    return max(1, min(MAX_BATCH, n_train, max(MIN_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH))))
-
-
-def epoch_repeats(n_train: int) -> int:
-    """How often a subset is repeated within one epoch, so that an epoch holds >= 64 draws."""
-    return max(1, math.ceil(MIN_EPOCH_IMAGES / max(n_train, 1)))
-
-
-def build_train_config(mode: str, n_train: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The per-mode MED-PEFT defaults (module docstring) for ``n_train`` images, then ``overrides``."""
-    if mode not in MODE_BASE_LR:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODE_BASE_LR)}")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    batch = int(overrides.get("batch_size", default_batch_size(n_train)))
-    steps_per_epoch = max(1, math.ceil(n_train * epoch_repeats(n_train) / max(batch, 1)))
-    if "epochs" in overrides:
-        epochs = int(overrides["epochs"])
-    elif overrides.get("max_steps"):  # a step budget alone: as many epochs as it takes
-        epochs = math.ceil(int(overrides["max_steps"]) / steps_per_epoch)
-    else:
-        epochs = min(max(math.ceil(TARGET_STEPS / steps_per_epoch), EPOCH_RANGE[0]), EPOCH_RANGE[1])
-    total = min(epochs * steps_per_epoch, int(overrides.get("max_steps") or epochs * steps_per_epoch))
-    lr = float(overrides.get("lr", MODE_BASE_LR[mode] * batch / REFERENCE_BATCH))
-    defaults = {
-        "epochs": epochs,
-        "batch_size": batch,
-        "lr": lr,
-        "min_lr": min(MIN_LR, lr),
-        "warmup": min(WARMUP_EPOCHS * steps_per_epoch, int(WARMUP_MAX_SHARE * total)),
-        "warmup_lr_init": 0.0,
-        "weight_decay": 0.05,
-        "schedule": "cosine",
-        "schedule_interval": "step",
-        "num_workers": 0 if n_train < 2048 else min(4, os.cpu_count() or 1),
-        "log_every_steps": max(1, min(10, steps_per_epoch)),
-        "checkpoint_every_epochs": max(1, math.ceil(epochs / 10)),  # tiny subsets run many short epochs
-    }
-    return build_config(TrainConfig, **{**defaults, **overrides})
-
-
-def auto_augment(modality: str) -> str:
-    """Light geometric augmentation for grey X-ray / ultrasound, RETFound-Green's for colour, else none."""
-    return AUTO_AUGMENT.get(modality, "none")
 
 
 # ----------------------------------------------------------------------------- one run
@@ -177,12 +64,16 @@ def finetune_and_score(
     bootstrap: int = 1000,
     bootstrap_seed: int = 0,
     pos_weight: Any = None,
+    label_policy: Any = None,
     balanced: bool = False,
     resume: bool | str = False,
     run_record: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> tuple[FinetuneResult, dict[str, str]]:
     """Fine-tune on ``train`` (a subset of ``data``'s train split) and score test once, with CIs.
+
+    ``label_policy`` (``greenfm.labeling.policies``; default: uncertain and unknown labels
+    masked) is applied by the loss and recorded with the run.
 
     Returns the result (``test`` with patient-bootstrap CIs) and the findings skipped
     because ``train`` cannot teach them; ``finetune.json`` is rewritten to list both.
@@ -207,7 +98,8 @@ def finetune_and_score(
     torch.manual_seed(train_config.seed)  # the new head and LoRA weights: the same draw whatever ran before
     result = finetune(
         backbone, train_ds, val_ds, test_ds, classifier=classifier, train_config=train_config, run_dir=run_dir,
-        task=data.task, names=names, pos_weight=pos_weight, balanced=balanced, resume=resume, run_record=record,
+        task=data.task, names=names, pos_weight=pos_weight, label_policy=label_policy, balanced=balanced,
+        resume=resume, run_record=record,
         eval_batch_size=max(64, train_config.batch_size), bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
         echo=echo,
     )  # fmt: skip
@@ -261,19 +153,22 @@ def run_finetune(
     label_fraction: float = 1.0,
     fraction_seed: int = 0,
     bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
     cache: str | Path | None = None,
     skip_bad: bool = False,
+    train: dict[str, Any] | None = None,
     resume: bool = False,
     echo: Callable[[str], None] = print,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on the manifest ``data`` into the run folder ``out`` (module docstring).
 
-    ``config`` is a YAML file of ``TrainConfig`` overrides; explicit ``epochs``, ``max_steps``,
+    ``train`` holds ``TrainConfig`` options; ``config`` (a YAML file of them) and explicit ``epochs``, ``max_steps``,
     ``batch_size``, ``lr``, ``precision``, ``devices`` and ``seed`` override it.
     ``resume=True`` continues the interrupted run in ``out`` with its saved options
     (then only those training options may be given, and only ones the engine allows).
     """
     out = Path(out)
+    train_options = dict(train or {})  # `train` is the training subset below
     explicit = given(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
                      devices=devices, seed=seed)
     saved_train: dict[str, Any] | None = None
@@ -284,7 +179,7 @@ def run_finetune(
     else:
         if model is None or data is None:
             raise ConfigError("fine-tuning needs a model and a data manifest (or resume=True on a run folder)")
-        overrides = train_overrides(config, **explicit)
+        overrides = {**train_options, **train_overrides(config, **explicit)}
         cfg = build_config(
             FinetuneConfig, model=absolute_path(model), data=absolute_path(data), mode=mode, preset=preset,
             rank=rank, alpha=alpha, lora_dropout=lora_dropout, layer_decay=layer_decay, task=task,
@@ -293,7 +188,7 @@ def run_finetune(
             balanced=balanced, backbone=backbone, img_size=img_size, contract=contract, modality=modality,
             augment=augment, label_fraction=label_fraction, fraction_seed=fraction_seed,
             cache=str(Path(cache).expanduser().resolve()) if cache else None, skip_bad=skip_bad,
-            bootstrap=bootstrap, train=overrides,
+            bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, train=overrides,
         )  # fmt: skip
         build_config(TrainConfig, **{"lr": 1.0, "min_lr": 0.0, **cfg.train})  # unknown or bad keys fail now
     classifier = classifier_config(cfg)
@@ -314,19 +209,22 @@ def run_finetune(
     train = plan.subset(full_train, cfg.label_fraction)
     counts = subset_counts(train, full_train)
     echo(f"training on {counts['n_train_images']} images of {counts['n_train_patients']} patients "
-         f"({counts['actual_fraction']:.1%} of the training images; label fraction {cfg.label_fraction:g}, "
+         f"({counts['patient_fraction']:.1%} of the training patients, {counts['actual_fraction']:.1%} of its images; "
+         f"label fraction {cfg.label_fraction:g}, "
          f"seed {cfg.fraction_seed})")  # fmt: skip
 
     if saved_train is not None:
-        train_config = build_config(TrainConfig, **{**saved_train, **explicit})
+        train_config = build_config(TrainConfig, **{**saved_train, **train_options, **explicit})
     else:
         train_config = build_train_config(cfg.mode, len(train), cfg.train)
     augment_name = cfg.augment if cfg.augment != "auto" else auto_augment(prepared.contract.modality)
+    policy = label_policy(None)  # uncertain and unknown labels masked
     record = {
         "mode": cfg.mode, "model_ref": cfg.model, "init_weights": encoder.weights_source,
         "contract": prepared.contract.to_dict(), "augment": augment_name, "task": prepared.task,
         "manifest_hash": prepared.manifest.hash, "label_fraction": cfg.label_fraction,
         "fraction_seed": cfg.fraction_seed, **counts,
+        "label_policy": policy.name if prepared.task == "multilabel" else None,
     }  # fmt: skip
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
@@ -335,8 +233,8 @@ def run_finetune(
         plan.save(out / "label_fraction.json")
     result, _ = finetune_and_score(
         encoder.model, prepared, train, classifier=classifier, train_config=train_config, run_dir=out,
-        augment=augment_name, bootstrap=cfg.bootstrap, pos_weight=cfg.pos_weight, balanced=cfg.balanced,
-        resume="auto" if resume else False, run_record=record, echo=echo,
+        augment=augment_name, bootstrap=cfg.bootstrap, bootstrap_seed=cfg.bootstrap_seed, pos_weight=cfg.pos_weight, balanced=cfg.balanced,
+        label_policy=policy, resume="auto" if resume else False, run_record=record, echo=echo,
     )  # fmt: skip
     return result  # finetune printed the test macro AUROC with its CI
 
@@ -377,7 +275,6 @@ def _json_safe(value: Any) -> Any:
 __all__ = [
     "FinetuneConfig",
     "FinetuneData",
-    "build_train_config",
     "finetune_and_score",
     "prepare_data",
     "run_finetune",

@@ -37,33 +37,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
-from greenfm.adapt.classifier import Mode
 from greenfm.adapt.layer_decay import DEFAULT_LAYER_DECAY
-from greenfm.config import GreenfmConfig, build_config, train_overrides
+from greenfm.adapt.train_defaults import auto_augment, build_train_config
+from greenfm.config import build_config, train_overrides
+from greenfm.data.tasks import fraction_plan, holds_a_patient, subset_counts, trainable_findings
 from greenfm.errors import BadInputError, ConfigError
-from greenfm.workflows.finetune import (
-    auto_augment,
-    build_train_config,
-    check_lora_targets,
-    classifier_config,
-    finetune_and_score,
-)
-from greenfm.workflows.finetune_data import (
-    FinetuneData,
-    absolute_path,
-    fraction_plan,
-    holds_a_patient,
-    prepare_data,
-    subset_counts,
-    trainable_findings,
-)
+from greenfm.workflows.adapt_config import LabelEfficiencyConfig
+from greenfm.workflows.finetune import check_lora_targets, classifier_config, finetune_and_score
+from greenfm.workflows.finetune_data import FinetuneData, absolute_path, prepare_data
 from greenfm.workflows.inputs import load_encoder
 from greenfm.workflows.label_efficiency_results import (
     CELLS,
@@ -80,38 +67,6 @@ from greenfm.workflows.label_efficiency_results import (
 )
 
 EMBEDDINGS = "embeddings.parquet"
-
-
-class LabelEfficiencyConfig(GreenfmConfig):
-    """A label-efficiency study; saved in ``config.yaml`` and checked when the study is continued."""
-
-    model: str = Field(..., description="Run folder, export folder, weights file (with backbone) or 'random'.")
-    data: str = Field(..., description="Manifest with train / val / test splits.")
-    fractions: list[float] = Field([0.01, 0.1, 1.0], min_length=1, description="Shares of training patients.")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Seeds of the nested draw and of training.")
-    modes: list[Mode] = Field(["linear", "lora", "full"], min_length=1, description="Adaptations compared.")
-    linear_via: Literal["probe", "finetune"] = Field("probe", description="linear: logistic probe or trained head.")
-    bootstrap: int = Field(1000, ge=0, description="Patient-bootstrap resamples per cell (0: no CIs).")
-    bootstrap_seed: int = Field(0, description="Seed of the resamples, shared by every cell.")
-    task: Literal["auto", "binary", "multilabel", "multiclass"] = "auto"
-    findings: list[str] | None = None
-    preset: str = "med-peft"
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(32.0, gt=0)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    layer_decay: float = Field(DEFAULT_LAYER_DECAY, gt=0, le=1)
-    pos_weight: Literal["balanced"] | list[float] | None = None
-    balanced: bool = False
-    backbone: str | None = None
-    img_size: int | None = None
-    contract: str | None = None
-    modality: str | None = None
-    augment: str = "auto"
-    pool: str | None = Field(None, description="Embedding pooling for the probe (default: the encoder's).")
-    cache: str | None = None
-    skip_bad: bool = False
-    keep_weights: bool = Field(False, description="Keep each fine-tuning run's checkpoints and exported weights.")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides for every fine-tune.")
 
 
 def run_label_efficiency(
@@ -150,17 +105,18 @@ def run_label_efficiency(
     cache: str | Path | None = None,
     skip_bad: bool = False,
     keep_weights: bool = False,
+    train: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> LabelEfficiencyResult:
     """Run (or continue) a label-efficiency study into ``out``; see the module docstring.
 
-    ``config`` is a YAML file of ``TrainConfig`` overrides for every fine-tune; explicit
+    ``train`` holds ``TrainConfig`` options for every fine-tune; ``config`` (a YAML file of them) and explicit
     ``epochs``, ``max_steps``, ``batch_size``, ``lr``, ``precision`` and ``devices`` override it. A
     cell's training seed is its fraction seed.
     """
     out = Path(out)
-    train = train_overrides(config, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                            precision=precision, devices=devices)  # fmt: skip
+    train = {**(train or {}), **train_overrides(config, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                            precision=precision, devices=devices)}  # fmt: skip
     cfg = build_config(
         LabelEfficiencyConfig, model=absolute_path(model), data=absolute_path(data),
         fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds], modes=list(modes),

@@ -25,7 +25,7 @@ from greenfm.evaluate.metrics import json_safe
 
 if TYPE_CHECKING:
     from greenfm.workflows.finetune_data import FinetuneData
-    from greenfm.workflows.label_efficiency import LabelEfficiencyConfig
+    from greenfm.workflows.adapt_config import LabelEfficiencyConfig
 
 SCHEMA = "greenfm.label-efficiency/1"  # greenfm.report.label_efficiency.SCHEMA
 MODE_LABELS = {"linear": "linear-probe", "lora": "lora", "full": "full-finetune"}
@@ -52,13 +52,15 @@ class LabelEfficiencyResult:
 
     def table(self) -> str:
         """Plain text: mode x fraction, macro AUROC (mean over seeds) with the mean 95% CI and n images."""
-        lines = [f"{'mode':<15} {'fraction':>8} {'images':>7} {'seeds':>5} {'macro AUROC':>11} {'95% CI':>15} "
-                 f"{'seed sd':>7}"]
+        lines = [f"{'mode':<15} {'fraction':>8} {'patients':>8} {'images':>7} {'seeds':>5} {'macro AUROC':>11} "
+                 f"{'95% CI':>15} {'seed sd':>7}"]
         for _, r in self.summary.iterrows():
             ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if np.isfinite(r["ci_low"]) else ""
             sd = f"{r['auroc_std']:.3f}" if np.isfinite(r["auroc_std"]) else ""
-            lines.append(f"{r['mode']:<15} {r['fraction']:>8g} {r['n_train_images']:>7.0f} {int(r['n_seeds']):>5} "
-                         f"{r['auroc_mean']:>11.3f} {ci:>15} {sd:>7}")  # fmt: skip
+            same = r.get("same_subset_as")
+            flag = f"  same subset as {same:g}" if same is not None and np.isfinite(same) else ""
+            lines.append(f"{r['mode']:<15} {r['fraction']:>8g} {r['n_train_patients']:>8.0f} {r['n_train_images']:>7.0f} "
+                         f"{int(r['n_seeds']):>5} {r['auroc_mean']:>11.3f} {ci:>15} {sd:>7}{flag}")  # fmt: skip
         if self.skipped_cells:
             why = (f"{c['mode']} {c['fraction']:g} seed {c['seed']}: {c['reason']}" for c in self.skipped_cells)
             lines.append(f"{len(self.skipped_cells)} cell(s) skipped: " + "; ".join(why))
@@ -114,9 +116,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     rows = validate(rows)
     summary = curve_summary(rows)
     macro = rows[(rows["finding"] == "macro") & rows["auroc"].notna()]
-    extra = macro.groupby(["mode", "fraction"], as_index=False).agg(
-        auroc_std=("auroc", "std"), n_train_patients=("n_train_patients", "mean")
-    )
+    extra = macro.groupby(["mode", "fraction"], as_index=False).agg(auroc_std=("auroc", "std"))
     summary = summary.merge(extra, on=["mode", "fraction"], how="left")
     order = {m: i for i, m in enumerate(dict.fromkeys(rows["mode"]))}
     summary = summary.sort_values(["mode", "fraction"], key=lambda c: c.map(order) if c.name == "mode" else c)

@@ -19,7 +19,8 @@ predictions pair up. For each (mode, fraction):
 - ``p_bootstrap`` is the two-sided bootstrap p of no difference.
 
 Each cell's val/test scores are read from ``runs/<cell>/predictions.parquet``,
-which every cell of a study writes. Nothing is recomputed.
+which every cell of a study writes. Nothing is recomputed. The statistics live in
+``greenfm.evaluate.paired``; this module reads the two studies and writes the result.
 """
 
 from __future__ import annotations
@@ -33,21 +34,17 @@ import numpy as np
 import pandas as pd
 
 from greenfm.errors import BadInputError, ConfigError
-from greenfm.evaluate.bootstrap import (
-    bootstrap_columns,
-    nanmean_rows,
-    patient_resample_counts,
-    percentile_interval,
-)
-from greenfm.evaluate.metrics import json_safe, score_columns
-from greenfm.workflows.label_efficiency_results import JSON_FILE, PLANS
-from greenfm.workflows.paired_comparison import (
+from greenfm.evaluate.bootstrap import patient_resample_counts
+from greenfm.evaluate.metrics import clip, json_safe
+from greenfm.evaluate.paired import (
     ScoredSplit,
-    bootstrap_p,
     check_same_images,
+    macro_on_resamples,
     scored_split,
+    seed_averaged_difference,
     verdict,
 )
+from greenfm.workflows.label_efficiency_results import JSON_FILE, PLANS
 
 COMPARISON_JSON, COMPARISON_CSV = "study_comparison.json", "study_comparison.csv"
 
@@ -93,7 +90,7 @@ class StudyComparison:
 
     def table(self) -> str:
         """Plain text, one line per (mode, fraction)."""
-        head = (f"{'mode':<15}{'fraction':>9}{'seeds':>6}{'images':>8}{self.name_a[:12]:>13}{self.name_b[:12]:>13}"
+        head = (f"{'mode':<15}{'fraction':>9}{'seeds':>6}{'images':>8}{clip(self.name_a, 12):>13}{clip(self.name_b, 12):>13}"
                 f"{'B - A':>8}{'paired 95% CI':>19}{'seed sd':>9}  verdict")  # fmt: skip
         lines = [f"A = {self.name_a} ({self.study_a})", f"B = {self.name_b} ({self.study_b})", head]
         for r in self.rows:
@@ -164,7 +161,7 @@ def compare_studies(
     counts = patient_resample_counts(reference.patients, n_resamples, seed)
     rows = []
     for (mode, fraction), seeds in groups.items():
-        point_diffs, boot_diffs, point_a, point_b = [], [], [], []
+        resampled_a, resampled_b = [], []
         for cell_seed in seeds:
             where = f"cell {mode} {fraction:g} seed {cell_seed}"
             a = _scores(study_a, cells_a[(mode, fraction, cell_seed)])
@@ -175,35 +172,22 @@ def compare_studies(
                 if not (a.ids.equals(reference.ids) and np.array_equal(a.patients, reference.patients)):
                     raise BadInputError("its test images or patients differ from the other cells'")
                 check_same_images(a, b)
-                (macro_a, boot_a), (macro_b, boot_b) = _macro(a, counts), _macro(b, counts)
+                scored = macro_on_resamples(a, counts), macro_on_resamples(b, counts)
             except BadInputError as err:
                 raise BadInputError(f"{where}: {err}", source=f"{study_a} vs {study_b}") from None
-            point_a.append(macro_a)
-            point_b.append(macro_b)
-            point_diffs.append(macro_b - macro_a)
-            boot_diffs.append(boot_b - boot_a)
-        mean_boot = _mean_over_drawn_seeds(np.stack(boot_diffs, axis=1), seed)
+            resampled_a.append(scored[0])
+            resampled_b.append(scored[1])
+        paired = seed_averaged_difference(resampled_a, resampled_b, seed)
         rows.append(CellDifference(
             mode=mode, fraction=fraction, seeds=seeds,
             n_train_images=float(np.mean([cells_a[(mode, fraction, s)]["n_train_images"] for s in seeds])),
-            auroc_a=float(np.mean(point_a)), auroc_b=float(np.mean(point_b)),
-            difference=float(np.mean(point_diffs)), difference_ci=percentile_interval(mean_boot),
-            p_bootstrap=bootstrap_p(mean_boot), seed_differences=point_diffs,
+            **asdict(paired),
         ))  # fmt: skip
     return StudyComparison(
         study_a=str(study_a), study_b=str(study_b), name_a=name_a or study_a.name, name_b=name_b or study_b.name,
         rows=rows, n_resamples=n_resamples, seed=seed, n_test_images=len(reference.ids),
         n_test_patients=len(np.unique(reference.patients)), unpaired=unpaired,
     )  # fmt: skip
-
-
-def _mean_over_drawn_seeds(differences: np.ndarray, seed: int) -> np.ndarray:
-    """(R, S) differences per patient resample and seed -> (R,) means over S seeds drawn with replacement."""
-    n_resamples, n_seeds = differences.shape
-    if n_seeds == 1:
-        return differences[:, 0]
-    drawn = np.random.default_rng([seed, n_seeds]).integers(0, n_seeds, size=(n_resamples, n_seeds))
-    return nanmean_rows(np.take_along_axis(differences, drawn, axis=1))
 
 
 def _read_study(folder: Path) -> tuple[dict[tuple[str, float, int], dict[str, Any]], dict[str, Any]]:
@@ -249,12 +233,3 @@ def _scores(folder: Path, cell: dict[str, Any]) -> ScoredSplit:
     except BadInputError as err:
         raise BadInputError(f"{where}: {err}", source=str(path)) from None
 
-
-def _macro(scored: ScoredSplit, counts: np.ndarray) -> tuple[float, np.ndarray]:
-    """The macro AUROC of one cell and its value on every shared resample (NaN where not evaluable)."""
-    point = score_columns(scored.columns)
-    boot, _ = bootstrap_columns(scored.columns, counts)
-    evaluable = np.array([f.evaluable for f in point.findings])
-    if not evaluable.any() or point.macro_auroc is None:
-        raise BadInputError("a cell's test predictions hold no finding with both classes")
-    return float(point.macro_auroc), nanmean_rows(boot[:, evaluable])

@@ -10,7 +10,7 @@ Modules, one idea each:
 - ``course``: who is ill and when (chronic and acute findings across studies);
 - ``cxr_anatomy``, ``cxr_draw``, ``cxr``: radiograph anatomy, drawing, and per-patient records;
 - ``ct_draw``, ``ct``: CT volumes and per-patient records;
-- ``reading``: what the reporting radiologist concludes (present / hedged / missed);
+- ``reading``: what the reporting radiologist concludes: the pixel truth, up to a reader-error rate;
 - ``reports``, ``phrases_cxr``, ``phrases_ct``: report composition and phrase books;
 - ``raster``: fast blur, noise and shape helpers shared by 2D and 3D.
 """

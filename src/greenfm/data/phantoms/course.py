@@ -46,15 +46,15 @@ class Lesion:
     """Size word: ``trace`` / ``small`` / ``moderate`` / ``large`` / ``mild`` / ``marked`` ..."""
     size_mm: float = 0.0
     """The defining measurement: nodule diameter, effusion depth, pneumothorax rim ..."""
-    conspicuity: float = 1.0
-    """0 (invisible) .. 1 (obvious): how easily a reader sees it; drives hedges and misses."""
+    contrast: float = 1.0
+    """How opaque or lucent it is, in the finding's own unit (the ``meta_contrast_*`` column; see ``cxr``, ``ct``)."""
     detail: str = ""
     """An optional extra descriptor (``air bronchograms``, ``ground-glass`` ...)."""
 
 
 CXR_FINDINGS: tuple[FindingSpec, ...] = (
     FindingSpec("cardiomegaly", 0.15, chronic=True, frailty_weight=0.9),
-    FindingSpec("lung_nodule", 0.12, chronic=True, frailty_weight=0.3),
+    FindingSpec("lung_nodule", 0.2, chronic=True, frailty_weight=0.3),
     FindingSpec("consolidation", 0.12, chronic=False, frailty_weight=0.8),
     FindingSpec("pneumothorax", 0.08, chronic=False, frailty_weight=0.5, persistence=0.35),
     FindingSpec("pleural_effusion", 0.09, chronic=False, frailty_weight=0.9,

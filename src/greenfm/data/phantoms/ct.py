@@ -6,6 +6,24 @@ labels, like ``cxr.cxr_patient`` does for radiographs. Chronic findings
 effusions and consolidation come and go. Volumes are written as int16 HU NIfTI
 with an RAS+ affine and the 1.5 x 1.5 x 3 mm spacing, byte-identical for the same
 seed (the gzip header carries no time stamp).
+
+Every drawn finding is at least a few voxels across; sizes and contrasts (the
+``meta_size_<finding>`` and ``meta_contrast_<finding>`` columns; contrast is the
+HU difference from the tissue the finding replaces) are:
+
+====================  ==================================  ==================================
+finding               appearance                          size / contrast
+====================  ==================================  ==================================
+lung_nodule           a solid or ground-glass ball        diameter 6-20 mm; +885 HU (solid,
+                                                          75%) or +300 HU (ground glass)
+pleural_effusion      a dependent fluid crescent          depth 8-60 mm; +860 HU
+consolidation         a fluffy dense region, bronchograms diameter 24-60 mm; +880 x strength
+                                                          (strength 0.5-1.0)
+pericardial_effusion  fluid around the heart              thickness 6-20 mm; +98 HU over fat
+emphysema             low-attenuation holes, upper lobes  % of lung destroyed 8-35; -125 HU
+cardiomegaly          a larger heart                      scale 1.2-1.5 (normal <= 1.1);
+                                                          contrast: scale - 1
+====================  ==================================  ==================================
 """
 
 from __future__ import annotations
@@ -19,7 +37,7 @@ import numpy as np
 from greenfm.data.phantoms.course import CT_FINDINGS, Lesion, sample_course
 from greenfm.data.phantoms.ct_draw import SPACING_MM, CtAnatomy, CtStudy, lung_mask, render_ct, sample_ct_anatomy
 from greenfm.data.phantoms.phrases_ct import CT_STYLE
-from greenfm.data.phantoms.reading import Reading, read_finding
+from greenfm.data.phantoms.reading import DEFAULT_READER_ERROR, Reading, read_finding
 from greenfm.data.phantoms.reports import ReportContext, write_report
 from greenfm.data.phantoms.sites import SiteProfile
 
@@ -30,7 +48,7 @@ CT_FINDING_IDS = ("lung_nodule", "pleural_effusion", "consolidation", "pericardi
 
 def ct_patient(
     rng: np.random.Generator, patient_id: str, n_studies: int, site: SiteProfile, size: int, *,
-    unmentioned_missing: bool = False,
+    unmentioned_missing: bool = False, reader_error: float = DEFAULT_READER_ERROR,
 ) -> list[tuple[dict, np.ndarray, tuple[float, float, float]]]:
     """One patient's volumes as (manifest row without ``path``, (z, y, x) int16 HU volume, spacing) triples."""
     course = sample_course(rng, CT_FINDINGS, n_studies, site)
@@ -40,7 +58,7 @@ def ct_patient(
     day, gap, prior, out = 0, 0, None, []
     for t, study in enumerate(studies):
         truth = describe_study(study, size)
-        readings = read_study(rng, study, truth)
+        readings = read_study(rng, study, truth, reader_error)
         context = ReportContext(prior_days=None if t == 0 else gap)
         report, readings = write_report(rng, readings, CT_STYLE, context, prior)
         study_id = f"{patient_id}-s{t + 1}"
@@ -51,11 +69,15 @@ def ct_patient(
         row.update({"meta_site": site.name, "meta_view": "axial", "meta_sex": "F" if female else "M",
                     "meta_age": age, "meta_study_index": t + 1, "meta_day": day,
                     "meta_heart_scale": round(study.heart_scale, 3)})
+        errors = 0
         for name in CT_FINDING_IDS:
             lesions = truth[name]
             row[f"meta_true_{name}"] = int(bool(lesions))
             row[f"meta_size_{name}"] = max((lesion.size_mm for lesion in lesions), default=None)
-            row[f"meta_conspicuity_{name}"] = max((round(lesion.conspicuity, 3) for lesion in lesions), default=None)
+            row[f"meta_contrast_{name}"] = max((round(lesion.contrast, 3) for lesion in lesions), default=None)
+            row[f"meta_reader_error_{name}"] = int(readings[name].wrong)
+            errors += int(readings[name].wrong)
+        row["meta_reader_error"] = errors
         out.append((row, render_ct(study, site, size), SPACING_MM))
         prior = readings
         gap = int(np.ceil(rng.exponential(90.0)))
@@ -69,15 +91,15 @@ def plan_patient(rng: np.random.Generator, course: np.ndarray) -> list[CtStudy]:
     an = sample_ct_anatomy(rng)
     big_heart = float(rng.uniform(1.2, 1.5))
     nodules = [_sample_nodule(rng, an) for _ in range(1 + int(rng.random() < 0.3))]
-    emphysema = float(np.exp(rng.uniform(np.log(0.03), np.log(0.3))))
+    emphysema = float(np.exp(rng.uniform(np.log(0.08), np.log(0.35))))
     studies, effusions = [], ()
     for t, row in enumerate(course):
         if row[col["pleural_effusion"]]:
             if not effusions or rng.random() < 0.2:
                 sides = (-1, 1) if rng.random() < 0.35 else ((-1,) if rng.random() < 0.55 else (1,))
-                effusions = tuple((s, float(np.clip(np.exp(rng.normal(np.log(14), 0.7)), 3, 60))) for s in sides)
+                effusions = tuple((s, float(np.exp(rng.uniform(np.log(8.0), np.log(60.0))))) for s in sides)
             else:
-                effusions = tuple((s, float(np.clip(d * rng.uniform(0.6, 1.5), 3, 60))) for s, d in effusions)
+                effusions = tuple((s, float(np.clip(d * rng.uniform(0.7, 1.4), 8, 60))) for s, d in effusions)
         else:
             effusions = ()
         consolidations = tuple(_sample_consolidation(rng, an) for _ in range(1 + int(rng.random() < 0.2))) \
@@ -89,7 +111,7 @@ def plan_patient(rng: np.random.Generator, course: np.ndarray) -> list[CtStudy]:
             if row[col["lung_nodule"]] else (),
             effusions=effusions,
             consolidations=consolidations,
-            pericardial_mm=float(np.exp(rng.uniform(np.log(3.0), np.log(18.0)))) if row[col["pericardial_effusion"]]
+            pericardial_mm=float(np.exp(rng.uniform(np.log(6.0), np.log(20.0)))) if row[col["pericardial_effusion"]]
             else 0.0,
             emphysema=emphysema if row[col["emphysema"]] else 0.0,
             seed=int(rng.integers(2**63)),
@@ -98,57 +120,59 @@ def plan_patient(rng: np.random.Generator, course: np.ndarray) -> list[CtStudy]:
 
 
 def describe_study(study: CtStudy, size: int) -> dict[str, list[Lesion]]:
-    """The lesions of a study by finding id (an empty list = absent)."""
+    """The lesions of a study by finding id (an empty list = absent).
+
+    ``size_mm`` and ``contrast`` fill ``meta_size_*`` and ``meta_contrast_*`` (see the module docstring).
+    """
     out: dict[str, list[Lesion]] = {name: [] for name in CT_FINDING_IDS}
     an = study.anatomy
     for x, y, z, diameter, solid in study.nodules:
         out["lung_nodule"].append(Lesion(
             "lung_nodule", side=_side(x), zone=_lobe(x, y, z, an), grade="solid" if solid else "ground-glass",
-            size_mm=round(diameter, 1), conspicuity=float(np.clip((diameter - 2.0) / 6.0 * (1.0 if solid else 0.6),
-                                                                  0.03, 1.0))))
+            size_mm=round(diameter, 1), contrast=885.0 if solid else 300.0))
     sides = {s for s, _ in study.effusions}
     for side, depth in study.effusions:
-        grade = "trace" if depth < 6 else "small" if depth < 20 else "moderate" if depth < 40 else "large"
+        grade = "small" if depth < 20 else "moderate" if depth < 40 else "large"
         out["pleural_effusion"].append(Lesion(
             "pleural_effusion", side="bilateral" if len(sides) == 2 else _side(side), grade=grade,
-            size_mm=round(depth, 1), conspicuity=float(np.clip(depth / 15.0, 0.05, 1.0))))
+            size_mm=round(depth, 1), contrast=860.0))
     for x, y, z, radius, strength in study.consolidations:
         out["consolidation"].append(Lesion(
-            "consolidation", side=_side(x), zone=_lobe(x, y, z, an), grade="dense" if strength > 0.6 else "patchy",
-            size_mm=round(2 * radius, 1), conspicuity=float(np.clip(strength * radius / 15.0, 0.05, 1.0)),
-            detail="air bronchograms" if strength > 0.6 else ""))
+            "consolidation", side=_side(x), zone=_lobe(x, y, z, an), grade="dense" if strength > 0.75 else "patchy",
+            size_mm=round(2 * radius, 1), contrast=round(880.0 * strength, 1),
+            detail="air bronchograms" if strength > 0.75 else ""))
     if study.pericardial_mm > 0:
         mm = study.pericardial_mm
         out["pericardial_effusion"].append(Lesion(
             "pericardial_effusion", grade="small" if mm < 10 else "moderate" if mm < 16 else "large",
-            size_mm=round(mm, 1), conspicuity=float(np.clip(mm / 10.0, 0.05, 1.0))))
+            size_mm=round(mm, 1), contrast=98.0))
     if study.emphysema > 0:
         f = study.emphysema
         out["emphysema"].append(Lesion(
-            "emphysema", zone="upper lobes", grade="mild" if f < 0.08 else "moderate" if f < 0.18 else "severe",
-            size_mm=round(100 * f, 1), conspicuity=float(np.clip(f / 0.1, 0.05, 1.0))))
+            "emphysema", zone="upper lobes", grade="mild" if f < 0.15 else "moderate" if f < 0.25 else "severe",
+            size_mm=round(100 * f, 1), contrast=-125.0))
     if study.heart_scale > 1.15:
         s = study.heart_scale
         out["cardiomegaly"].append(Lesion(
             "cardiomegaly", grade="mild" if s < 1.3 else "moderate" if s < 1.42 else "marked",
-            size_mm=round(s, 3), conspicuity=float(np.clip((s - 1.15) / 0.15, 0.05, 1.0))))
+            size_mm=round(s, 3), contrast=round(s - 1.0, 3)))
     return out
 
 
-def read_study(rng: np.random.Generator, study: CtStudy, truth: dict[str, list[Lesion]]) -> dict[str, Reading]:
-    """The reader's conclusion per finding (see ``reading``)."""
+def read_study(rng: np.random.Generator, study: CtStudy, truth: dict[str, list[Lesion]],
+               reader_error: float = DEFAULT_READER_ERROR) -> dict[str, Reading]:
+    """The reader's conclusion per finding: the truth, up to ``reader_error`` (see ``reading``)."""
     side = "right" if rng.random() < 0.5 else "left"
     lobe = str(rng.choice(["right upper lobe", "right lower lobe", "left upper lobe", "left lower lobe"]))
     mimics = {
-        "lung_nodule": (Lesion("lung_nodule", side=side, zone=lobe, grade="solid", size_mm=3.0), 0.06),
-        "pleural_effusion": (Lesion("pleural_effusion", side=side, grade="trace", size_mm=3.0), 0.02),
-        "consolidation": (Lesion("consolidation", side=side, zone=lobe, grade="patchy", size_mm=15.0), 0.04),
-        "pericardial_effusion": (Lesion("pericardial_effusion", grade="small", size_mm=3.0), 0.03),
-        "emphysema": (Lesion("emphysema", zone="upper lobes", grade="mild", size_mm=2.0), 0.04),
-        "cardiomegaly": (Lesion("cardiomegaly", grade="mild", size_mm=study.heart_scale),
-                         0.3 if study.heart_scale > 1.06 else 0.01),
+        "lung_nodule": Lesion("lung_nodule", side=side, zone=lobe, grade="solid", size_mm=6.0),
+        "pleural_effusion": Lesion("pleural_effusion", side=side, grade="small", size_mm=8.0),
+        "consolidation": Lesion("consolidation", side=side, zone=lobe, grade="patchy", size_mm=24.0),
+        "pericardial_effusion": Lesion("pericardial_effusion", grade="small", size_mm=6.0),
+        "emphysema": Lesion("emphysema", zone="upper lobes", grade="mild", size_mm=8.0),
+        "cardiomegaly": Lesion("cardiomegaly", grade="mild", size_mm=round(study.heart_scale, 3)),
     }
-    return {name: read_finding(rng, name, truth[name], false_alarm=mimics[name][1], mimic=mimics[name][0])
+    return {name: read_finding(rng, name, truth[name], reader_error=reader_error, mimic=mimics[name])
             for name in CT_FINDING_IDS}
 
 
@@ -194,9 +218,9 @@ def _sample_point(rng: np.random.Generator, an: CtAnatomy, depth_frac: float) ->
 
 def _sample_nodule(rng: np.random.Generator, an: CtAnatomy) -> tuple[float, float, float, float, bool]:
     x, y, z = _sample_point(rng, an, 0.03)
-    return x, y, z, float(np.exp(rng.uniform(np.log(3.0), np.log(14.0)))), bool(rng.random() < 0.75)
+    return x, y, z, float(np.exp(rng.uniform(np.log(6.0), np.log(20.0)))), bool(rng.random() < 0.75)
 
 
 def _sample_consolidation(rng: np.random.Generator, an: CtAnatomy) -> tuple[float, float, float, float, float]:
     x, y, z = _sample_point(rng, an, 0.04)
-    return x, y, z, float(rng.uniform(8, 30)), float(rng.uniform(0.4, 1.0))
+    return x, y, z, float(rng.uniform(12, 30)), float(rng.uniform(0.5, 1.0))

@@ -64,7 +64,7 @@ def sample_anatomy(rng: np.random.Generator) -> ChestAnatomy:
         apex_y=float(rng.normal(-150, 8) * scale),
         dome_right=dome_right,
         dome_left=dome_right + float(rng.normal(14, 5)),
-        ctr=float(np.clip(rng.normal(0.45, 0.03), 0.36, 0.495)),
+        ctr=float(np.clip(rng.normal(0.44, 0.025), 0.36, 0.48)),  # normal hearts stay below 0.48
         heart_tilt=float(rng.normal(38, 6)),
         heart_ratio=float(np.clip(rng.normal(1.3, 0.1), 1.05, 1.6)),
         mediastinum=float(rng.normal(22, 2.5)),

@@ -53,10 +53,11 @@ class CxrStudy:
     dome_shift: float  # how much lower the diaphragm sits than usual (deeper breath), mm
     portable: bool
     device: bool
-    effusions: tuple[tuple[int, float], ...] = ()  # (side, fluid depth at the costophrenic angle)
-    pneumothorax: tuple[int, float] | None = None  # (side, rim width at the apex)
+    effusions: tuple[tuple[int, float, float], ...] = ()  # (side, fluid depth at the angle, share of air replaced)
+    pneumothorax: tuple[int, float, float] | None = None  # (side, rim width at the apex, share of lung gone)
     consolidations: tuple[tuple[float, float, float, float, bool], ...] = ()  # (x, y, radius, density, bronchograms)
     nodules: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, diameter, contrast)
+    zoom: float = 1.0  # field of view relative to the site's (collimation and patient size)
     seed: int = 0  # this exposure's positioning, texture and noise
 
 
@@ -91,7 +92,7 @@ def render_cxr(study: CxrStudy, site: SiteProfile, size: int = 128) -> np.ndarra
     rng = np.random.default_rng(study.seed)
     an = study.anatomy
     W, T, shift = an.half_width, an.thickness, study.dome_shift
-    fov = site.field_of_view_mm * float(np.exp(rng.normal(0, 0.06)))  # collimation and patient size
+    fov = site.field_of_view_mm * study.zoom
     theta = float(np.deg2rad(rng.normal(0, site.rotation_deg)))
     ox, oy = (float(v) for v in rng.normal(0, site.offset_mm, 2))
     grid = _Grid(size, fov, theta, ox, oy + 0.5 * (an.apex_y + an.dome + 30.0) + 18.0)
@@ -122,7 +123,7 @@ def render_cxr(study: CxrStudy, site: SiteProfile, size: int = 128) -> np.ndarra
     heart = heart_geometry(an, study.ctr, shift, magnification)
     lungs = grid.window(-W - 4, W + 4, an.apex_y - 4, max(an.dome_right, an.dome_left) + shift + 45)
     in_lung = np.zeros_like(X)
-    noise = lambda px: smooth_noise(rng, (size, size), max(size // px, 4))[lungs]  # noqa: E731
+    noise = lambda px, source=rng: smooth_noise(source, (size, size), max(size // px, 4))[lungs]  # noqa: E731
     density[lungs] += _draw_lungs(study, heart, X[lungs], Y[lungs], in_lung[lungs], noise, px_mm, magnification)
     sl = grid.window(heart.x - 1.4 * heart.long, heart.x + 1.4 * heart.long, heart.y - 1.4 * heart.long,
                      heart.y + 1.4 * heart.long)
@@ -149,7 +150,7 @@ def render_cxr(study: CxrStudy, site: SiteProfile, size: int = 128) -> np.ndarra
 def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magnification: float) -> np.ndarray:
     """Thickness change inside the thorax window: air, markings, and the lung findings.
 
-    Fills ``in_lung`` (0..1, how much lung lies along the beam) for the ribs; ``noise(px)``
+    Fills ``in_lung`` (0..1, how much lung lies along the beam) for the ribs; ``noise(px, source)``
     gives band-limited texture with features about ``px`` pixels wide over the window.
     """
     an = study.anatomy
@@ -176,14 +177,19 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
 
     # Fluid and exudate replace air; a pneumothorax removes lung tissue from the rim.
     fluid = 0.0
-    for side, depth in study.effusions:
-        top = costophrenic_y(an, side, shift) - depth * (0.7 + 0.3 * unit(np.abs(X) * (1 / W)) ** 2)
-        f = smoothstep((Y - top) * (1 / (4.0 + 0.2 * depth)) + 0.5) * ((X * side) > 0)
+    for side, depth, fraction in study.effusions:
+        if study.portable:  # supine: the fluid layers behind the lung, a veil densest at the base, no meniscus
+            f = (fraction * min(depth / 90.0, 1.0) * 0.75) * (1.0 - up) * ((X * side) > 0)
+        else:
+            top = costophrenic_y(an, side, shift) - depth * (0.7 + 0.3 * unit(np.abs(X) * (1 / W)) ** 2)
+            f = smoothstep((Y - top) * (1 / (4.0 + 0.2 * depth)) + 0.5) * (((X * side) > 0) * fraction)
         fluid = np.maximum(fluid, f)
     exudate, bronchi = 0.0, 0.0
     if study.consolidations:
-        fine = noise(4)
-        fluff = 0.55 * noise(16) + 0.45 * fine
+        # Their own stream: a finding changes only its own pixels, not the exposure's noise.
+        texture = np.random.default_rng([study.seed, 1])
+        fine = noise(4, texture)
+        fluff = 0.55 * noise(16, texture) + 0.45 * fine
         for x, y, radius, strength, bronchograms in study.consolidations:
             reach = np.sqrt((X - x) ** 2 + (Y - y) ** 2) * (1 / radius) + 0.45 * fluff
             patch = smoothstep((1.1 - reach) * 2.0) * (strength * (0.8 + 0.2 * fine))
@@ -193,15 +199,20 @@ def _draw_lungs(study: CxrStudy, heart, X, Y, in_lung, noise, px_mm: float, magn
     air = (LUNG_AIR_FRACTION * lung_depth) * ((1.0 - fluid) * (1.0 - exudate))
     change = markings * (1.0 - 0.7 * fluid) - air - 0.9 * bronchi
     if study.pneumothorax is not None:
-        side, gap = study.pneumothorax
+        # Air fills the pleural space through the whole depth of the chest along the apical and
+        # lateral wall: the rim loses the lung's tissue and markings (the share ``gone``); the
+        # collapsed lung inside it is denser, and its edge (the visceral pleura) is a thin line.
+        side, gap, gone = study.pneumothorax
         on_side = ((X * side) > 0) & (margin > -3.0)
-        g = gap * (0.35 + 0.65 * up)
+        # Erect, air rises to the apex; supine (bedside films) it collects at the base: a deep sulcus.
+        g = gap * ((0.3 + 0.7 * (1.0 - up)) if study.portable else (0.6 + 0.4 * up))
         rim = smoothstep((g - lateral_apical) * (1 / 3.0) + 0.5) * on_side
-        half = max(0.6, 0.35 * px_mm)
-        line = (1.2 / half) * band(lateral_apical - g, half) * (on_side & (margin > 0))
+        half = max(0.8, 0.4 * px_mm)
+        line = (2.0 / half) * band(lateral_apical - g, half) * (on_side & (margin > 0))
         collapse = min(gap / (0.5 * W), 0.9)
-        change -= rim * (lung_depth * (1.0 - LUNG_AIR_FRACTION) + markings)
-        change += (0.15 * collapse) * air * (1.0 - rim) * on_side + line  # tissue moves, mass is kept
+        tissue = (1.0 - LUNG_AIR_FRACTION) * 0.72 * an.thickness
+        change -= (gone * rim) * (tissue + markings)
+        change += (0.3 * collapse) * air * (1.0 - rim) * on_side + line  # tissue moves, mass is kept
     return change
 
 

@@ -1,9 +1,13 @@
 """The reporting radiologist: what a reader concludes from the drawn truth.
 
-A reader sees obvious lesions, hedges on subtle ones, misses some of the
-faintest, and now and then hedges on something that is not there (a nipple
-shadow, a borderline heart). The conclusion per finding is a ``Reading``; the
-label written to the manifest follows from it by one rule:
+Every drawn finding is visible (see ``cxr`` and ``ct``), so the reader states
+what is drawn and negates what is not, except for a documented, configurable
+*reader-error rate* ``reader_error`` (default ``DEFAULT_READER_ERROR``): per
+image and finding, with that chance the reading is wrong. A wrong reading of a
+drawn lesion is a miss (label 0) or, one time in three, a hedge (-1); a wrong
+reading of an absent finding is a mimic (a nipple shadow, a borderline heart)
+stated as present (1) or, one time in three, hedged (-1). The label written to
+the manifest follows from the reading by one rule:
 
 =============  =====  ===========================================================
 reading        label  report text
@@ -13,8 +17,9 @@ reading        label  report text
 ``absent``     0      negated ("No pneumothorax.") or not mentioned
 =============  =====  ===========================================================
 
-The pixel truth is kept apart (``meta_true_<finding>`` columns), so a hedge on a
-real lesion, a hedge on nothing and a missed lesion are all visible to tests.
+The pixel truth is kept apart (``meta_true_<finding>`` columns) and each wrong
+reading is flagged (``meta_reader_error_<finding>``), so with ``reader_error=0``
+the labels equal the pixel truth exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ import numpy as np
 from greenfm.data.phantoms.course import Lesion
 
 LABELS = {"present": 1, "uncertain": -1, "absent": 0}
+DEFAULT_READER_ERROR = 0.03
+"""Chance, per image and finding, that the report's label disagrees with the pixel truth."""
+HEDGE_SHARE = 1 / 3
+"""Share of reader errors that are hedges (label -1) rather than flips (0 <-> 1)."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +45,9 @@ class Reading:
     status: str
     """``present`` / ``uncertain`` / ``absent``."""
     lesions: tuple[Lesion, ...] = ()
-    """What is described: the true lesions, or an imagined one for a hedge on nothing."""
+    """What is described: the true lesions, or an imagined one for a reader error on nothing."""
     reason: str = ""
-    """Why a hedge was made (``borderline``, ``projection``, ``mimic`` ...); empty otherwise."""
+    """Why a reading is wrong (``missed``, ``subtle``, ``mimic``, ``projection``); empty when it is right."""
     mentioned: bool = field(default=False, compare=False)
     """Set by the report writer: whether the text states this finding at all."""
 
@@ -46,35 +55,37 @@ class Reading:
     def label(self) -> int:
         return LABELS[self.status]
 
+    @property
+    def wrong(self) -> bool:
+        """Whether this reading disagrees with the pixel truth (a reader error)."""
+        return bool(self.reason)
+
 
 def read_finding(
     rng: np.random.Generator,
     finding: str,
     lesions: list[Lesion],
     *,
-    false_alarm: float = 0.02,
-    hedge_bias: float = 0.0,
+    reader_error: float = DEFAULT_READER_ERROR,
     mimic: Lesion | None = None,
 ) -> Reading:
     """One finding's reading from its true lesions (an empty list = absent).
 
-    ``false_alarm`` is the chance of hedging on an absent finding (describing
-    ``mimic``); ``hedge_bias`` adds to the chance of hedging on a present one
-    (a bedside film, a rotated patient).
+    With chance ``reader_error`` the reading is wrong: a drawn lesion is missed or
+    hedged, an absent finding is reported (``mimic`` describes what was seen) or
+    hedged. Two random numbers are drawn whatever happens, so the stream (and the
+    images drawn after) do not depend on ``reader_error``.
     """
+    wrong, hedge = rng.random() < reader_error, rng.random() < HEDGE_SHARE
     if not lesions:
-        if mimic is not None and rng.random() < false_alarm:
-            return Reading(finding, "uncertain", (mimic,), reason="mimic")
+        if wrong and mimic is not None:
+            return Reading(finding, "uncertain" if hedge else "present", (mimic,), reason="mimic")
         return Reading(finding, "absent")
-    c = max(lesion.conspicuity for lesion in lesions)
-    p_miss = 0.45 * float(np.clip((0.22 - c) / 0.2, 0.0, 1.0))
-    p_hedge = float(np.clip(0.03 + 0.5 * (0.55 - c) / 0.5 + hedge_bias, 0.03, 0.85))
-    draw = rng.random()
-    if draw < p_miss:
-        return Reading(finding, "absent", reason="missed")
-    if draw < p_miss + (1 - p_miss) * p_hedge:
+    if not wrong:
+        return Reading(finding, "present", tuple(lesions))
+    if hedge:
         return Reading(finding, "uncertain", tuple(lesions), reason="subtle")
-    return Reading(finding, "present", tuple(lesions))
+    return Reading(finding, "absent", reason="missed")
 
 
 def change_since(prior: Reading | None, now: Reading) -> str:

@@ -10,11 +10,14 @@ documented below and in ``SITES``.
   Radiographs: flat-panel detector, 360 mm field, full dose, sharp, moderate
   S-shaped curve. CT: standard dose (12 HU noise), soft kernel.
 - ``B``, inpatient wards and ICU. Population: sicker (more effusions,
-  consolidation and pneumothorax), 85% bedside AP films (magnified heart), many
-  lines and ECG leads. Radiographs: portable computed radiography, 400 mm field
-  (smaller anatomy), a third of the dose (1.7x the quantum noise), twice the
-  blur, flat gamma-lifted curve, more rotation and offset, strong heel-effect
-  drift. CT: low dose (28 HU noise), sharp kernel, +15 HU calibration offset.
+  consolidation and pneumothorax), 85% bedside AP films taken supine (magnified
+  heart; effusions layer into a basal veil without a meniscus, pneumothorax
+  air collects at the base), many lines and ECG leads. Radiographs: portable
+  computed radiography, 420 mm field (smaller anatomy), a sixth of the dose
+  (2.4x the quantum noise) and twice the electronic noise, 2.5x the blur (2 mm),
+  flat gamma-lifted curve (gamma 0.7, slope 2.0), more rotation (5 degrees) and
+  offset, strong heel-effect drift. CT: low dose (28 HU noise), sharp kernel,
+  +15 HU calibration offset.
 - ``C``, screening centre. Population: few acute findings, more nodules and
   emphysema. Radiographs: another vendor, 330 mm field (larger anatomy), steep
   S-shaped curve with edge enhancement, darker. CT: very low dose (35 HU noise).
@@ -112,15 +115,15 @@ SITES: dict[str, SiteProfile] = {
         portable_fraction=0.85,
         device_fraction=0.45,
         age_mean=66.0,
-        field_of_view_mm=400.0,
-        quanta_per_mm2=300.0,
-        electronic_noise=0.008,
-        blur_mm=1.5,
-        gamma=0.8,
-        contrast=2.5,
+        field_of_view_mm=420.0,
+        quanta_per_mm2=150.0,
+        electronic_noise=0.016,
+        blur_mm=2.0,
+        gamma=0.7,
+        contrast=2.0,
         brightness=0.03,
         drift=0.09,
-        rotation_deg=3.5,
+        rotation_deg=5.0,
         offset_mm=14.0,
         ct_noise_hu=28.0,
         ct_blur_mm=0.5,

@@ -8,7 +8,7 @@ import pytest
 
 from greenfm.errors import BadInputError
 from greenfm.evaluate.bootstrap import bootstrap_metrics
-from greenfm.workflows.paired_comparison import paired_comparison
+from greenfm.evaluate.paired import paired_comparison
 
 
 def _predictions(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray) -> pd.DataFrame:
@@ -73,8 +73,21 @@ def test_models_scored_on_different_images_are_refused(test_set):
 
 
 def test_the_bootstrap_p_ignores_undefined_resamples():
-    from greenfm.workflows.paired_comparison import bootstrap_p
+    from greenfm.evaluate.paired import bootstrap_p
 
     assert bootstrap_p(np.array([0.1, 0.2, np.nan, 0.3])) == 0.0
     assert bootstrap_p(np.array([-0.1, 0.1, np.nan, np.nan])) == 1.0
     assert np.isnan(bootstrap_p(np.array([np.nan, np.nan]))) and np.isnan(bootstrap_p(np.array([])))
+
+
+def test_seeds_that_disagree_widen_the_interval_beyond_the_test_set_alone():
+    from greenfm.evaluate.bootstrap import percentile_interval
+    from greenfm.evaluate.paired import mean_over_drawn_seeds
+
+    # no test-set variation at all; seed 0 finds no difference, seed 1 a difference of 1
+    differences = np.column_stack([np.zeros(2000), np.ones(2000)])
+    assert percentile_interval(differences.mean(axis=1)) == (0.5, 0.5)  # seeds averaged as they are
+    drawn = mean_over_drawn_seeds(differences, seed=0)
+    assert set(np.unique(drawn)) == {0.0, 0.5, 1.0} and percentile_interval(drawn) == (0.0, 1.0)
+    assert np.array_equal(drawn, mean_over_drawn_seeds(differences, seed=0))  # seeded
+    assert np.array_equal(mean_over_drawn_seeds(differences[:, :1], seed=0), np.zeros(2000))  # one seed: as is
