@@ -90,13 +90,14 @@ def build_recipe(cfg: dict) -> TimedCLIP:
 def run_greenfm(recipe: TimedCLIP, samples: list[dict], cfg: dict, work: Path) -> float:
     steps = cfg["warmup"] + cfg["measured"]
     config = TrainConfig(
-        epochs=1, max_steps=steps, batch_size=cfg["batch"], lr=1e-5, weight_decay=0.2, grad_clip=1.0, warmup=0,
+        epochs=1000, max_steps=steps, batch_size=cfg["batch"], lr=1e-5, weight_decay=0.2, grad_clip=1.0, warmup=0,
         num_workers=0, accelerator="cpu", precision="32", progress_bar=False, show_ledger=False,
         log_every_steps=10, checkpoint_every_epochs=None, track_energy=False,
     )  # fmt: skip
     recipe.step_times = []
     fit(recipe, samples, config, work / f"greenfm-{time.monotonic_ns()}", export=False)
     times = recipe.step_times
+    assert len(times) == steps, f"greenfm ran {len(times)} steps, {steps} expected"
     return cfg["measured"] * cfg["batch"] / (times[-1] - times[cfg["warmup"] - 1])
 
 

@@ -87,8 +87,10 @@ def train(recipe: str, data: Path, out: Path, args: argparse.Namespace, cache: P
     config = PretrainConfig(recipe=recipe, data=str(data), backbone="vit_tiny_test", img_size=64, init="random",
                             contract="cxr-medpeft", augment="none", cache=str(cache), method=method,
                             train=train_options)  # fmt: skip
-    if (out / "exported" / "config.json").is_file() and (out / "compute.json").is_file():  # --keep: reuse the run
-        ledger = json.loads((out / "compute.json").read_text())
+    ledger_file = out / "compute.json"
+    if (out / "exported" / "config.json").is_file() and ledger_file.is_file() and \
+            json.loads(ledger_file.read_text()).get("optimizer_steps") == args.steps:  # --keep: reuse the run
+        ledger = json.loads(ledger_file.read_text())
         return {"wall_s": ledger.get("wall_time_s"), "steps": ledger.get("optimizer_steps"),
                 "samples_seen": ledger.get("samples_seen"), "final_loss": None,
                 "training_flops": ledger.get("total_training_flops"), "reused": True}  # fmt: skip
@@ -170,12 +172,15 @@ def main() -> None:
         d = by_recipe["unicl_minus_clip"]
         ci = d["macro_difference_ci"]
         print(f"{name:12} UniCL - CLIP macro AUROC {d['macro_difference']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]: {d['verdict']}")
-    out = {"command": command_line(__file__), "steps": args.steps, "patients": args.patients,
-           "label_text_mode": args.label_text_mode, "results": results,
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    runs = {**earlier.get("runs", {}), **{name: {"command": command_line(__file__), "steps": args.steps,
+                                                 "patients": args.patients, "label_text_mode": args.label_text_mode}
+                                          for name in results}}  # fmt: skip
+    out = {"runs": runs, "results": {**earlier.get("results", {}), **results},
            "machine": machine_info(), "total_wall_s": round(time.perf_counter() - started, 1)}  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {RESULTS} ({out['total_wall_s']:.0f} s)")
+    print(f"wrote {RESULTS} ({out['total_wall_s']:.0f} s; data sets not run this time are kept from earlier runs)")
 
 
 if __name__ == "__main__":

@@ -172,3 +172,18 @@ def test_auto_refuses_a_folder_of_dicom_and_nifti_rather_than_dropping_one(tmp_p
 def test_medmnist_import_records_the_modality(tmp_path, shared_data):
     import_source(shared_data / "medmnist" / "pneumoniamnist_28.npz", tmp_path / "p.csv")
     assert set(load_manifest(tmp_path / "p.csv", check_files=False).table["meta_modality"]) == {"xray"}
+
+
+def test_import_warns_when_each_image_is_its_own_patient(tmp_path):
+    """MedMNIST has no patient ids: the summary says how many rows became their own patient."""
+    import numpy as np
+
+    from greenfm.data.importers import import_source
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 255, (4, 28, 28), dtype=np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": np.array([[0], [1], [0], [1]]) for s in ("train", "val", "test")})
+    np.savez(tmp_path / "pneumoniamnist_28.npz", **arrays)
+    summary = import_source(tmp_path / "pneumoniamnist_28.npz", tmp_path / "m.csv")
+    assert summary.own_patient_rows == 12
+    assert "warning: 12 of 12 rows have no patient id" in str(summary)

@@ -65,6 +65,7 @@ class ImportSummary:
     written: Path | None = None  # folder of images / volumes the import created
     label_kind: str | None = None
     ignored: list[str] = field(default_factory=list)  # files left out on purpose (not images)
+    own_patient_rows: int = 0  # rows whose image is its own patient (the source has no patient ids)
 
     def __str__(self) -> str:
         splits = f" ({', '.join(f'{k} {v}' for k, v in self.splits.items())})" if self.splits else ""
@@ -73,8 +74,12 @@ class ImportSummary:
         skipped = (f"; skipped {len(self.skipped)} unreadable file(s) (first: {self.skipped[0]})"
                    if self.skipped else "")
         ignored = f"; ignored {len(self.ignored)} non-image file(s) (first: {self.ignored[0]})" if self.ignored else ""
+        patients = ""
+        if self.own_patient_rows:
+            patients = (f"; warning: {self.own_patient_rows} of {self.rows} {unit} have no patient id, so each is its own "
+                        "patient: splits and CIs cannot keep one person's images together")  # fmt: skip
         return (f"imported {self.rows} {unit}{splits} from {self.source} as {self.kind}{labels} -> "
-                f"{self.manifest}{skipped}{ignored}")
+                f"{self.manifest}{skipped}{ignored}{patients}")
 
 
 def import_source(
@@ -131,7 +136,11 @@ def import_source(
     write_table(table, out)
     manifest = load_manifest(out, check_files=False)  # the importer's output must load as-is
     splits = manifest.table["split"].value_counts().reindex(["train", "val", "test"]).dropna().astype(int).to_dict() if manifest.has_splits else {}
-    return ImportSummary(kind, source, out, len(manifest), manifest.findings, splits, skipped, written, label_kind, ignored)
+    own = 0
+    if "meta_patient_note" in table.columns:
+        own = int(table["meta_patient_note"].fillna("").astype(str).str.len().gt(0).sum())
+    return ImportSummary(kind, source, out, len(manifest), manifest.findings, splits, skipped, written, label_kind, ignored,
+                         own_patient_rows=own)  # fmt: skip
 
 
 def detect_kind(source: Path) -> str:

@@ -1,11 +1,9 @@
-"""FLOPs of a method's training step, for the ledger (model counting: ``greenfm.models.flops``).
+"""FLOPs of a method's training step, for the ledger.
 
-Convention (METHODS.md section 8): 1 multiply-accumulate = 2 FLOPs; convolutions,
-linear layers and both attention matmuls (QK^T and AV) are counted; softmax,
-norms and activations are ignored. timm's fused attention runs through an SDPA
-kernel that the counter does not see on CPU, so ``fused_attn`` is switched off on
-every attention module while counting and restored afterwards. Counting works on
-the ``meta`` device too (no memory, no compute), which keeps it fast for big models.
+Counting a model's forward (the convention of METHODS.md section 8, explicit attention
+while counting) lives in ``greenfm.models.flops``, so recipes can count their own towers;
+this module adds what the engine needs around it: a method's ``training_step`` per sample,
+and the export model's forward per image.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from greenfm.errors import BadInputError
+from greenfm.evaluate.zeroshot import as_matrix
 
 DEFAULT_KS = (1, 5, 10, 50, 100)
 # similarity entries per block: (block, candidates) float32 plus a comparison mask, ~50 MB
@@ -117,14 +118,7 @@ def _direction(ranks: np.ndarray, ks: list[int], n_candidates: int, random: list
 
 def _unit_rows(values: Any, name: str) -> np.ndarray:
     """A finite 2-D C-contiguous float32 array with unit-length rows (numpy, list or torch tensor)."""
-    if hasattr(values, "detach"):  # torch.Tensor, without importing torch here
-        values = values.detach().float().cpu().numpy()
-    array = np.ascontiguousarray(values, dtype=np.float32)
-    if array.ndim != 2:
-        raise BadInputError(f"{name} must be 2-D (rows, dimensions), got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise BadInputError(f"{name} hold NaN or infinite values")
-    return _normalize(array)
+    return _normalize(np.ascontiguousarray(as_matrix(values, name), dtype=np.float32))
 
 
 def _normalize(array: np.ndarray) -> np.ndarray:
