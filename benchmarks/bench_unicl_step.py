@@ -186,7 +186,7 @@ def main() -> None:
         print(f"{name:34} {r['greenfm_images_per_s']:14.1f} {r['open_clip_images_per_s']:16.1f} {r['ratio']:7.3f} "
               f"{r['loss_abs_difference_vs_ClipLoss']:12.2e}")
     write_side_by_side(RESULTS, claim="greenfm clip step >= 0.95x open_clip's step; loss == ClipLoss to 1e-6",
-                       command=command_line(__file__), results=results, configs=configs,
+                       command=command_line(Path(__file__).name), results=results, configs=configs,
                        load_start=load_start, started=started)  # fmt: skip
 
 

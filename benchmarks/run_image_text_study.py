@@ -173,7 +173,7 @@ def main() -> None:
         ci = d["macro_difference_ci"]
         print(f"{name:12} UniCL - CLIP macro AUROC {d['macro_difference']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]: {d['verdict']}")
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    runs = {**earlier.get("runs", {}), **{name: {"command": command_line(__file__), "steps": args.steps,
+    runs = {**earlier.get("runs", {}), **{name: {"command": command_line(Path(__file__).name), "steps": args.steps,
                                                  "patients": args.patients, "label_text_mode": args.label_text_mode}
                                           for name in results}}  # fmt: skip
     out = {"runs": runs, "results": {**earlier.get("results", {}), **results},

@@ -54,17 +54,17 @@ def test_a_run_in_another_process_equals_the_reference_bit_for_bit(tmp_path, ref
 def test_sigkill_at_three_random_points_then_resume_equals_the_uninterrupted_run(tmp_path, reference):
     seed = random.randrange(1 << 30)
     draw = random.Random(seed)
-    kill_steps = sorted(draw.sample(range(2, 17), 3))
+    kill_steps = sorted(draw.sample(range(2, 15), 3))  # >= 3 steps (>= 1.2 s) left: the kill lands on a busy machine too
     print(f"seed {seed}: SIGKILL after steps {kill_steps}")
     stopped_at = []
     for step in kill_steps:
         resume = (tmp_path / "checkpoints" / "last.ckpt").is_file()
         sessions = _sessions(tmp_path)
-        process = start(tmp_path, toy_config(**SETTINGS).to_dict(), sleep=0.01, n=N, resume=resume)
+        process = start(tmp_path, toy_config(**SETTINGS).to_dict(), sleep=0.05, n=N, resume=resume)
         while _sessions(tmp_path) == sessions and process.poll() is None:  # until metrics.jsonl is rewound
             time.sleep(0.01)
         wait_for_steps(process, tmp_path, step)
-        time.sleep(draw.uniform(0.0, 0.12))  # anywhere in the next step, a checkpoint write included
+        time.sleep(draw.uniform(0.0, 0.4))  # anywhere in the next step, a checkpoint write included
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         assert process.returncode == -signal.SIGKILL, f"the run ended before step {step} could be killed"

@@ -111,3 +111,17 @@ def test_fewer_epochs_rescale_the_recipe_schedule_so_the_lr_anneals():
     assert fit_schedule_to_run(default_train_config(), {}) == default_train_config()
     per_step = fit_schedule_to_run(default_train_config(), {"epochs": 30, "schedule_interval": "step"})
     assert per_step["t_initial"] is None  # an epoch horizon is not read as steps
+
+
+def test_a_warm_up_longer_than_a_short_run_is_shortened_not_an_error():
+    import torch
+
+    from greenfm.engine.optim import build_scheduler, describe_schedule
+    from greenfm.engine.train_config import TrainConfig
+
+    config = TrainConfig(lr=1e-3, warmup=5, schedule_interval="step")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = build_scheduler(optimizer, config, total_steps=2)
+    assert scheduler.warmup_t == 0
+    assert "warm-up" not in describe_schedule(config, 2, 2)
+    assert build_scheduler(optimizer, config, total_steps=60).warmup_t == 5

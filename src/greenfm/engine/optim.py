@@ -78,6 +78,11 @@ def schedule_horizon(config: TrainConfig, total_steps: int) -> int:
     return total_steps if config.schedule_interval == "step" else config.epochs
 
 
+def effective_warmup(config: TrainConfig, horizon: int) -> int:
+    """The warm-up the schedule follows: as configured, or a tenth of a schedule too short to hold it."""
+    return config.warmup if config.warmup < horizon else horizon // 10
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int) -> CosineLRScheduler:
     """timm's cosine schedule; "constant" is the same schedule with ``lr_min = lr``.
 
@@ -85,15 +90,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, to
     token-reconstruction recipe). Set the lr with :func:`apply_schedule`.
     """
     horizon = schedule_horizon(config, total_steps)
-    if config.warmup >= horizon:
-        raise ConfigError(f"warmup ({config.warmup}) must be shorter than the schedule ({horizon})")
+    warmup = effective_warmup(config, horizon)
+    if warmup != config.warmup:  # a smoke test with --max-steps 2, or a tiny data set: shortened, and said
+        logging.getLogger(__name__).warning(
+            "warm-up of %d %s(s) does not fit a schedule of %d; using %d", config.warmup, config.schedule_interval,
+            horizon, warmup,
+        )  # fmt: skip
     for group in optimizer.param_groups:
         group["lr"] = config.lr  # every group's base is config.lr; lr_scale does the rest
     return CosineLRScheduler(
         optimizer,
         t_initial=horizon,
         lr_min=config.lr if config.schedule == "constant" else config.min_lr,
-        warmup_t=config.warmup,
+        warmup_t=warmup,
         warmup_lr_init=config.warmup_lr_init,
         warmup_prefix=False,
         t_in_epochs=config.schedule_interval == "epoch",
@@ -150,8 +159,9 @@ def describe_schedule(config: TrainConfig, total_steps: int, steps_per_epoch: in
     unit = config.schedule_interval
     run_length = total_steps if unit == "step" else math.ceil(total_steps / max(1, steps_per_epoch))
     horizon = schedule_horizon(config, total_steps)
-    warm = (f"linear warm-up over {config.warmup} {unit}(s) from {config.warmup_lr_init:g} to {config.lr:g}, then "
-            if config.warmup else f"from {config.lr:g}, ")  # fmt: skip
+    warmup = effective_warmup(config, horizon)
+    warm = (f"linear warm-up over {warmup} {unit}(s) from {config.warmup_lr_init:g} to {config.lr:g}, then "
+            if warmup else f"from {config.lr:g}, ")  # fmt: skip
     if config.schedule == "constant":
         return f"constant per {unit}: {warm}constant for the rest of the run ({run_length} {unit}s)"
     tail = "" if horizon <= run_length else f" (the run stops at {unit} {run_length}, before the cosine ends)"
