@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,15 @@ def start(run_dir: Path, config: dict, *, sleep: float = 0.0, n: int = 48, augme
     args += [] if augment else ["--no-augment"]
     args += ["--resume"] if resume else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A run started from a terminal: SIGINT and SIGTERM at their defaults. Test runners (pytest-xdist's
+    # workers) may ignore SIGINT, and a child inherits an ignored signal, which greenfm rightly keeps ignoring.
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)  # fmt: skip
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def steps_logged(run_dir: Path) -> int:
