@@ -56,7 +56,7 @@ def test_corrupt_png_names_the_file(images, capsys):
     (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     manifest = write_manifest(images, "path,patient_id\na.png,p1\nbad.png,p2\n")
     code, _, err = run_cli(["data", "check", str(manifest)], capsys)
-    assert_one_line_error(code, err, "row 2", "bad.png")
+    assert_one_line_error(code, err, "row 3", "bad.png")  # the header is row 1
 
 
 def test_skip_bad_skips_and_counts(images, capsys):
@@ -76,7 +76,7 @@ def test_missing_required_column(images, capsys):
 def test_duplicated_rows(images, capsys):
     manifest = write_manifest(images, "path,patient_id\na.png,p1\na.png,p1\n")
     code, _, err = run_cli(["data", "check", str(manifest)], capsys)
-    assert_one_line_error(code, err, "duplicate path", "row 2")
+    assert_one_line_error(code, err, "duplicate path", "row 3")
 
 
 def test_patient_in_two_splits(images, capsys):
@@ -94,7 +94,7 @@ def test_empty_manifest(images, capsys):
 def test_unknown_label_value(images, capsys):
     manifest = write_manifest(images, "path,patient_id,effusion\na.png,p1,yes\n")
     code, _, err = run_cli(["data", "check", str(manifest)], capsys)
-    assert_one_line_error(code, err, "effusion", "row 1")
+    assert_one_line_error(code, err, "effusion", "row 2")
 
 
 def test_truncated_dicom(tmp_path, capsys):

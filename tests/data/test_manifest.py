@@ -67,14 +67,14 @@ def test_duplicated_rows(tmp_path, images):
     rows = _rows(3)
     rows.append(dict(rows[0]))
     message = _error(_write(tmp_path, rows))
-    assert "row 4 (img/0.png): duplicate path" in message and "1 problem(s) in 4 rows" in message
+    assert "row 5 (img/0.png): duplicate path" in message and "1 problem(s) in 4 rows" in message
 
 
 def test_patient_in_two_splits(tmp_path, images):
     rows = _rows(4)
     rows[3].update(patient_id="p0", split="test")
     message = _error(_write(tmp_path, rows))
-    assert "patient 'p0' appears in several splits" in message and "row 1" in message and "row 4" in message
+    assert "patient 'p0' appears in several splits" in message and "row 2" in message and "row 5" in message
     kept = load_manifest(tmp_path / "m.csv", skip_bad=True)
     assert len(kept) == 2 and len(kept.problems) == 2
 
@@ -92,8 +92,8 @@ def test_unknown_label_and_split_values(tmp_path, images):
     rows[2]["effusion"] = 2
     rows[3]["split"] = "holdout"
     message = _error(_write(tmp_path, rows))
-    assert "3 problem(s)" in message and "row 2 (img/1.png): label effusion='yes'" in message
-    assert "row 3" in message and "row 4" in message and "holdout" in message
+    assert "3 problem(s)" in message and "row 3 (img/1.png): label effusion='yes'" in message
+    assert "row 4" in message and "row 5" in message and "holdout" in message
 
 
 def test_missing_and_unreadable_files_skip_and_count(tmp_path, images):
@@ -102,7 +102,7 @@ def test_missing_and_unreadable_files_skip_and_count(tmp_path, images):
     (images / "4.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     path = _write(tmp_path, rows)
     message = _error(path)
-    assert "2 problem(s) in 6 rows" in message and "row 4" in message and "file not found" in message
+    assert "2 problem(s) in 6 rows" in message and "row 5" in message and "file not found" in message
     assert "--skip-bad" in message
     manifest = load_manifest(path, skip_bad=True)
     assert len(manifest) == 4 and [p.row for p in manifest.problems] == [4, 5]
@@ -115,7 +115,7 @@ def test_missing_patient_and_path_cells(tmp_path, images):
     rows[0]["patient_id"] = None
     rows[1]["path"] = None
     message = _error(_write(tmp_path, rows))
-    assert "row 1 (img/0.png): missing patient_id" in message and "row 2: missing path" in message
+    assert "row 2 (img/0.png): missing patient_id" in message and "row 3: missing path" in message
 
 
 def test_many_problems_stay_on_one_line(tmp_path, images):
@@ -146,3 +146,10 @@ def test_a_non_utf8_manifest_names_the_line_and_row(tmp_path, images):
     path.write_bytes("path,patient_id,effusion\nimg/0.png,p0,1\nimg/1.png,Zo\xe9,0\n".encode("latin-1"))
     message = _error(path)
     assert "not UTF-8" in message and "line 3 (data row 2)" in message and "0xe9" in message
+
+
+def test_problem_rows_are_numbered_as_a_spreadsheet_shows_them():
+    """The header is row 1, so the first data row is row 2."""
+    from greenfm.data.manifest import Problem
+
+    assert str(Problem(1, "a.png", "file not found")) == "row 2 (a.png): file not found"

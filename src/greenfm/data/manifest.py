@@ -38,14 +38,17 @@ _SHOWN_PROBLEMS = 3
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad row: its 1-based data-row number in the file, its path and why."""
+    """One bad row: its 1-based data-row number in the file, its path and why.
+
+    Shown as the row a spreadsheet gives it, the header being row 1 (data row 1 is "row 2").
+    """
 
     row: int
     path: str
     reason: str
 
     def __str__(self) -> str:
-        where = f"row {self.row}" + (f" ({self.path})" if self.path else "")
+        where = f"row {self.row + 1}" + (f" ({self.path})" if self.path else "")
         return f"{where}: {self.reason}"
 
 
