@@ -16,7 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import atheris
+try:
+    import atheris
+except ImportError:  # optional: pip install atheris
+    raise SystemExit("fuzz_readers_atheris.py needs atheris (pip install atheris); fuzz_readers.py needs nothing extra") from None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 with atheris.instrument_imports(include=["greenfm", "pydicom", "nibabel", "nrrd", "PIL", "fuzz_seeds"]):
