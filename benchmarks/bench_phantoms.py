@@ -3,9 +3,14 @@
 Claims: (1) a few thousand 128 px radiographs (images, reports, manifest) take
 seconds (the aim is 500 images/s on two cores; see BENCHMARKS.md for what is
 measured); (2) a linear probe on 32 x 32 thumbnails already separates cardiomegaly,
-effusion and pneumothorax (a CNN does far better: ``bench_phantom_learnability.py``).
+effusion and pneumothorax (a CNN does far better: ``bench_phantom_learnability.py``);
+(3) nodules stand out from the anatomy at 64 px: a fixed matched filter (local
+contrast against a 7 px median, averaged over 3 x 3 px, its maximum over the image)
+tells a study with its nodule from the same study drawn without it, by nodule size,
+side by side with the baseline revision's nodules.
 
     .venv/bin/python benchmarks/bench_phantoms.py [--patients 800 --probe-patients 600 --baseline-rev HEAD]
+    .venv/bin/python benchmarks/bench_phantoms.py --only-conspicuity   # (3) alone, seconds
 
 ``--baseline-rev`` times the generator of that git revision (extracted with
 ``git archive`` into a temporary package) in interleaved rounds with the current
@@ -41,6 +46,7 @@ from sklearn.preprocessing import StandardScaler
 from greenfm.data.phantoms import CXR_FINDING_IDS, generate_phantoms
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantoms.json"
+CONSPICUITY = RESULTS.with_name("phantom_nodule_conspicuity.json")
 
 
 def timed(folder: Path, generate=generate_phantoms, **kwargs) -> dict:
@@ -111,6 +117,51 @@ def probe(folder: Path, n_patients: int, site: str) -> dict:
     return {"site": site, "images": len(table), "findings": out}
 
 
+def nodule_conspicuity(package: str, n: int = 400, seed: int = 5) -> dict:
+    """Matched-filter AUROC of nodule presence at 64 px (site A): each study drawn with and without its nodule."""
+    from dataclasses import replace
+
+    from scipy.ndimage import median_filter, uniform_filter
+
+    cxr = importlib.import_module(f"{package}.cxr")
+    draw = importlib.import_module(f"{package}.cxr_draw")
+    course_mod = importlib.import_module(f"{package}.course")
+    site = importlib.import_module(f"{package}.sites").get_site("A")
+    column = [spec.name for spec in course_mod.CXR_FINDINGS].index("lung_nodule")
+    rng = np.random.default_rng(seed)
+    stats, present, sizes = [], [], []
+    for i in range(n):
+        course = np.zeros((1, len(course_mod.CXR_FINDINGS)), dtype=bool)
+        course[0, column] = True
+        study = cxr.plan_patient(rng, course, site)[0]
+        size = max(d for _, _, d, _ in study.nodules)
+        if i % 2:
+            study = replace(study, nodules=())
+        image = draw.render_cxr(study, site, 64).astype(np.float32)
+        local = image - median_filter(image, 7)
+        stats.append(float(uniform_filter(local, 3).max()))
+        present.append(i % 2 == 0)
+        sizes.append(size)
+    stats, present, sizes = np.array(stats), np.array(present), np.array(sizes)
+    cuts = np.quantile(sizes[present], [1 / 3, 2 / 3])
+    bins = np.digitize(sizes, cuts)
+    tertiles = {label: round(float(roc_auc_score(present[~present | (bins == t)], stats[~present | (bins == t)])), 3)
+                for t, label in enumerate(("small", "middle", "large"))}
+    return {"package": package, "studies": n, "auroc": round(float(roc_auc_score(present, stats)), 3),
+            "by_size_tertile": tertiles, "size_mm": [round(float(sizes[present].min()), 1),
+                                                     round(float(sizes[present].max()), 1)],
+            "size_cuts_mm": [round(float(c), 1) for c in cuts]}
+
+
+def print_conspicuity(rows: list[dict]) -> None:
+    print("\nnodule conspicuity at 64 px, site A: matched-filter AUROC, nodule drawn vs not (same study)")
+    print(f"  {'generator':22s} {'AUROC':>6s} {'small':>6s} {'middle':>6s} {'large':>6s}  diameter mm (cuts)")
+    for r in rows:
+        t = r["by_size_tertile"]
+        print(f"  {r['package']:22s} {r['auroc']:6.3f} {t['small']:6.3f} {t['middle']:6.3f} {t['large']:6.3f}  "
+              f"{r['size_mm']} ({r['size_cuts_mm']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=800)
@@ -118,8 +169,25 @@ def main() -> None:
     parser.add_argument("--ct-patients", type=int, default=12)
     parser.add_argument("--baseline-rev", default="HEAD", help="git revision to compare with, or 'none'")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the side-by-side timing")
+    parser.add_argument("--only-conspicuity", action="store_true", help="only the nodule conspicuity check (3)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.only_conspicuity:
+        with tempfile.TemporaryDirectory() as tmp:
+            packages = ["greenfm.data.phantoms"]
+            if args.baseline_rev != "none":
+                baseline_generator(args.baseline_rev, Path(tmp) / "baseline")
+                packages.insert(0, "phantoms_baseline")
+            rows = [nodule_conspicuity(p) for p in packages]
+        for row, name in zip(rows, (["baseline " + args.baseline_rev] if len(rows) == 2 else []) + ["current"],
+                             strict=True):
+            row["generator"] = name
+        out = CONSPICUITY
+        out.write_text(json.dumps({"baseline_rev": args.baseline_rev, "machine": {"cores": cores, "load_average": [
+            round(v, 2) for v in os.getloadavg()]}, "nodule_conspicuity": rows}, indent=2) + "\n")
+        print_conspicuity(rows)
+        print(f"\nwrote {out}")
+        return
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -2,7 +2,7 @@
 
 Layers (docs/architecture.md), lowest first::
 
-    data -> models, labeling -> methods -> engine -> adapt, evaluate, report -> export -> workflows -> api -> cli
+    data -> models, labeling, curation -> methods -> engine -> adapt, evaluate, report -> export -> workflows -> api -> cli
 
 ``errors`` and ``config`` are shared by all. Every ``import`` statement counts, also
 one inside a function or under ``TYPE_CHECKING``: a lazy import hides a dependency
@@ -22,11 +22,13 @@ PACKAGE = "greenfm"
 # What each part of the package may never import: anything above it (siblings such as adapt and
 # evaluate may use each other; errors and config are shared by all and import nothing of greenfm).
 FORBIDDEN = {
-    "data": {"models", "labeling", "methods", "engine", "adapt", "evaluate", "report", "export", "workflows", "api",
+    "data": {"models", "labeling", "curation", "methods", "engine", "adapt", "evaluate", "report", "export", "workflows", "api",
              "cli"},
     "models": {"methods", "engine", "adapt", "evaluate", "report", "export", "workflows", "api", "cli"},
     "labeling": {"methods", "engine", "adapt", "evaluate", "report", "export", "workflows", "api", "cli"},
     "methods": {"engine", "adapt", "evaluate", "report", "export", "workflows", "api", "cli"},
+    # prototype curation (METHODS 4.2) sits beside models and labeling: methods wrap it, workflows use it alone
+    "curation": {"methods", "engine", "adapt", "evaluate", "report", "export", "workflows", "api", "cli"},
     "engine": {"adapt", "evaluate", "report", "export", "workflows", "api", "cli"},
     "adapt": {"export", "workflows", "api", "cli"},
     "evaluate": {"export", "workflows", "api", "cli"},
@@ -34,9 +36,9 @@ FORBIDDEN = {
     "export": {"workflows", "api", "cli"},
     "workflows": {"api", "cli"},
     "api": {"cli"},
-    "errors": {"data", "models", "labeling", "methods", "engine", "adapt", "evaluate", "report", "export",
+    "errors": {"data", "models", "labeling", "curation", "methods", "engine", "adapt", "evaluate", "report", "export",
                "workflows", "api", "cli"},
-    "config": {"data", "models", "labeling", "methods", "engine", "adapt", "evaluate", "report", "export",
+    "config": {"data", "models", "labeling", "curation", "methods", "engine", "adapt", "evaluate", "report", "export",
                "workflows", "api", "cli"},
 }
 

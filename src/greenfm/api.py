@@ -191,7 +191,9 @@ def zeroshot(request: VerbRequest, *, out: Annotated[str | Path, "Results folder
 
     Each finding gets a positive and a negative prompt (``prompts``: p1-p5 of GreenRFM,
     p3 by default, or CheXficient's "{c}" / "no {c}"); an image's score is the softmax over
-    the pair. Findings with one class in the split are skipped and counted.
+    the pair. Findings with one class in the split are skipped and counted. A greenrfm model
+    scores on its unnormalised latents; ``readout="classifier"`` uses its shared classifier,
+    sigmoid(C z_v), instead of prompts.
     """
     cfg = request.build()
     from greenfm.engine.threads import verb_threads
@@ -210,6 +212,39 @@ def retrieve(request: VerbRequest, *, out: Annotated[str | Path, "Results folder
 
     with verb_threads({"threads": cfg.threads}):
         return run_retrieve(cfg, out)
+
+
+@verb("greenfm.workflows.scaling_config:ScalingConfig", command="scaling",
+      train_options=("batch_size", "lr", "precision", "devices", "num_workers", "threads", "seed"))
+def scaling(request: VerbRequest, *, out: Annotated[str | Path, "Study folder (resumable: finished cells are kept)."]):
+    """Data-scaling study (METHODS 5.3): recipes pretrained on nested patient subsets at equal steps, then evaluated.
+
+    Every size is the shortest prefix of one seeded patient shuffle holding that many
+    images; every cell trains ``steps`` optimiser steps of the same batch from the same
+    init, and every model (the init as n = 0) gets the same frozen-encoder evaluations.
+    Writes points with patient-bootstrap CIs, power-law fits, compute per cell and paired
+    differences between recipes (``scaling.json``, CSVs); rerunning continues the study.
+    """
+    cfg = request.build()  # options and input paths are checked before the heavy imports
+    from greenfm.engine.threads import verb_threads
+    from greenfm.workflows.scaling import run_scaling
+
+    with verb_threads(cfg.train):
+        return run_scaling(cfg, out, echo=console.print)
+
+
+@verb("greenfm.workflows.curate_config:CurateConfig", command="curate")
+def curate(request: VerbRequest, *, out: Annotated[str | Path, "Subset manifest to write (.csv or .parquet); its summary goes beside it (<out>.curation.json)."]):
+    """Curated subset of a manifest from precomputed embeddings (CheXficient prototypes, METHODS 4.2).
+
+    The embeddings are visited in seeded global batches as a curation epoch would visit them;
+    each batch keeps the support and thinned central rows around K prototypes. Prints the
+    members, kept rows and keep ratio per cluster; any recipe can then pretrain on --out.
+    """
+    cfg = request.build()  # options and input paths are checked before the heavy imports
+    from greenfm.workflows.curate import run_curate
+
+    return run_curate(cfg, out, echo=console.print)
 
 
 def embed(

@@ -54,7 +54,7 @@ evaluate_app = typer.Typer(cls=verb_group("evaluate"), no_args_is_help=True, hel
 app.add_typer(data_app, name="data")
 app.add_typer(evaluate_app, name="evaluate")
 
-CONTRACT_PRESETS = "rfg, imagenet, cxr-medpeft, clip"  # greenfm.data.contract.PRESETS (that module imports torch)
+CONTRACT_PRESETS = "rfg, imagenet, cxr-medpeft, clip, ct-chest, ct-abdomen, mri"  # greenfm.data.contract.PRESETS (that module imports torch)
 SKIP_BAD = typer.Option(False, "--skip-bad", help="Skip unusable rows or files and count them instead of stopping.")
 
 

@@ -86,7 +86,7 @@ FINDING_EXTREMES = {  # (smallest and faintest, largest and densest) of each fin
     "pneumothorax": ({"pneumothorax": (LEFT, 20.0, 0.7)}, {"pneumothorax": (LEFT, 60.0, 1.0)}),
     "consolidation": ({"consolidations": ((-70.0, -30.0, 18.0, 0.6, False),)},
                       {"consolidations": ((-70.0, -30.0, 45.0, 1.0, False),)}),
-    "lung_nodule": ({"nodules": ((-75.0, -70.0, 15.0, 2.0),)}, {"nodules": ((-75.0, -70.0, 30.0, 4.0),)}),
+    "lung_nodule": ({"nodules": ((-75.0, -70.0, 20.0, 2.0),)}, {"nodules": ((-75.0, -70.0, 30.0, 4.0),)}),
 }
 
 
@@ -107,20 +107,33 @@ def test_nodule_signal_grades_with_size_and_contrast():
     study = normal_study(3)
     base = render_cxr(study, STILL, 64).astype(np.float32)
     signal = {}
-    for diameter in (15.0, 20.0, 30.0):
+    for diameter in (20.0, 25.0, 30.0):
         for contrast in (2.0, 4.0):
             image = render_cxr(replace(study, nodules=((-75.0, -70.0, diameter, contrast),)), STILL, 64)
             signal[diameter, contrast] = float(np.abs(image.astype(np.float32) - base).sum())
     for contrast in (2.0, 4.0):
-        assert signal[15.0, contrast] < signal[20.0, contrast] < signal[30.0, contrast]
-    for diameter in (15.0, 20.0, 30.0):
+        assert signal[20.0, contrast] < signal[25.0, contrast] < signal[30.0, contrast]
+    for diameter in (20.0, 25.0, 30.0):
         assert signal[diameter, 2.0] < signal[diameter, 4.0]
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_nodule_is_a_sphere_of_its_true_diameter(size):
+    """The drawn disc spans the nodule's diameter (a sphere's projection, not a narrower blob)."""
+    study = normal_study(3)
+    base = render_cxr(study, STILL, size).astype(np.float32)
+    image = render_cxr(replace(study, nodules=((-75.0, -70.0, 30.0, 3.0),)), STILL, size).astype(np.float32)
+    diff = image - base
+    radius_px = 30.0 / 2 / (STILL.field_of_view_mm / size)
+    disc = np.pi * radius_px**2
+    assert 0.9 * disc < (diff > 0.05 * diff.max()).sum() < 1.6 * disc + 8  # covers the whole disc, not more
+    assert (diff > 0.5 * diff.max()).sum() > 0.45 * disc  # flat-topped: a Gaussian blob would cover ~0.28
 
 
 def test_pixel_truth_columns_follow_the_drawn_findings(cohort):
     rows, _ = cohort
     ranges = {"cardiomegaly": (0.5, 0.7), "pleural_effusion": (25.0, 120.0), "pneumothorax": (20.0, 60.0),
-              "consolidation": (36.0, 90.0), "lung_nodule": (15.0, 40.0)}
+              "consolidation": (36.0, 90.0), "lung_nodule": (20.0, 40.0)}
     for name in CXR_FINDING_IDS:
         drawn = [r for r in rows if r[f"meta_true_{name}"] == 1]
         assert drawn, name
@@ -129,11 +142,11 @@ def test_pixel_truth_columns_follow_the_drawn_findings(cohort):
             assert (r[f"meta_contrast_{name}"] is None) == (r[f"meta_true_{name}"] == 0)
         sizes = np.array([r[f"meta_size_{name}"] for r in drawn])
         assert sizes.min() >= ranges[name][0] and sizes.max() <= ranges[name][1], name
-        assert sizes.std() > 0.1 * sizes.mean() or name == "cardiomegaly"  # graded, not one size
+        assert sizes.max() - sizes.min() > 0.25 * sizes.mean() or name == "cardiomegaly"  # graded, not one size
     normal = [r["meta_ctr"] for r in rows if r["meta_true_cardiomegaly"] == 0]
     assert max(normal) < 0.5
     nodules = [r["meta_size_lung_nodule"] / r["meta_pixel_mm"] for r in rows if r["meta_true_lung_nodule"]]
-    assert min(nodules) >= 2.0  # at least 2 px across at 64 px
+    assert min(nodules) >= 3.0  # at least 3 px across at 64 px
 
 
 @pytest.fixture(scope="module")

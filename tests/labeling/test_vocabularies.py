@@ -26,7 +26,7 @@ NIH_14 = (
 
 
 def test_builtin_vocabularies_in_their_official_order():
-    assert set(builtin_vocabularies()) == {"chexpert14", "nih14", "ct-rate-18", "merlin-30", "phantom-cxr5"}
+    assert set(builtin_vocabularies()) == {"chexpert14", "nih14", "ct-rate-18", "merlin-30", "phantom-cxr5", "mri-knee-14", "mri-spine-9"}
     assert [n.lower() for n in load_vocabulary("ct-rate-18").names] == CT_RATE_18.split(", ")
     assert load_vocabulary("chexpert14").names == CHEXPERT_14.split(", ")
     assert load_vocabulary("nih14").names == NIH_14.split(", ")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from greenfm.adapt.classifier import ClassifierConfig, ViTClassifier, build_classifier
+from greenfm.adapt.classifier import ClassifierConfig, PooledClassifier, ViTClassifier, build_classifier
 from greenfm.adapt.objective import ClassifierMethod, Task, class_indices, positive_weights
 from greenfm.adapt.sampling import balanced_sampler
 from greenfm.errors import ConfigError
@@ -218,7 +218,7 @@ def finetune(
     fit: Callable[..., Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> FinetuneResult:
-    """Fine-tune ``backbone`` (a timm ViT, or an encoder whose ``.model`` is one).
+    """Fine-tune ``backbone`` (a timm ViT, a CNN such as a 3-D ResNet, or an encoder whose ``.model`` is one).
 
     ``pos_weight``: an (K,) array, ``"balanced"`` (negatives / positives per finding on
     ``train``) or None. ``label_policy``: how uncertain (-1) and unknown labels enter the
@@ -238,7 +238,7 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     if fit is None:
         from greenfm.engine import fit  # the one training loop
-    model: ViTClassifier = build_classifier(backbone, classifier)
+    model: ViTClassifier | PooledClassifier = build_classifier(backbone, classifier)
     if isinstance(pos_weight, str):
         if pos_weight != "balanced":
             raise ConfigError(f"pos_weight must be 'balanced', an array or None, not {pos_weight!r}")

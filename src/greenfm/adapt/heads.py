@@ -38,3 +38,22 @@ class PatchMeanHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(tokens))
+
+
+class PooledHead(nn.Module):
+    """A pooled feature (B, D) -> fresh ``fc_norm`` (LayerNorm) -> ``fc``: the CNN counterpart of
+    ``PatchMeanHead`` (same initialisation), for backbones that pool themselves (3-D ResNets)."""
+
+    def __init__(self, dim: int, num_classes: int, *, eps: float = 1e-6):
+        super().__init__()
+        self.fc_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.fc.weight, std=HEAD_INIT_STD)
+        nn.init.zeros_(self.fc.bias)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, D) normalised (the pre-logits)."""
+        return self.fc_norm(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(features))

@@ -17,7 +17,7 @@ Each group carries ``lr_scale``; the engine's schedule multiplies the group's lr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import nn
 
@@ -43,17 +43,20 @@ def layer_decay_groups(
     depth: int,
     weight_decay: float,
     layer_decay: float = DEFAULT_LAYER_DECAY,
+    depth_of: Callable[[str, int], int] | None = None,
 ) -> list[dict]:
     """Optimiser groups of the trainable parameters, keyed by (depth, decays or not).
 
     Weight decay applies to parameters with two or more dimensions only (METHODS §6.2);
     ``layer_decay=1`` gives every group ``lr_scale`` 1 (and puts them all at one depth).
+    ``depth_of(name, depth)`` replaces ``parameter_depth`` (CNN stages, ``stage_depth``).
     """
+    depth_of = depth_of or parameter_depth
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in named_parameters:
         if not param.requires_grad:
             continue
-        d = parameter_depth(name, depth) if layer_decay != 1 else depth + 1
+        d = depth_of(name, depth) if layer_decay != 1 else depth + 1
         decays = param.ndim >= 2
         key = (d, decays)
         if key not in groups:
@@ -68,3 +71,18 @@ def layer_decay_groups(
         groups[key]["params"].append(param)
         groups[key]["param_names"].append(name)
     return [groups[k] for k in sorted(groups)]
+
+
+_STAGE = re.compile(r"(?:^|\.)layer(\d+)\.")
+_CNN_STEM = re.compile(r"(?:^|\.)(?:stem|conv1|bn1)(?:\.|$)")
+
+
+def stage_depth(name: str, depth: int) -> int:
+    """Depth of a ResNet parameter (2-D timm or 3-D torchvision): 0 for the stem, i for
+    ``layer{i}``, ``depth + 1`` for the head; layer decay then runs stage by stage."""
+    stage = _STAGE.search(name)
+    if stage:
+        return int(stage.group(1))
+    if _CNN_STEM.search(name):
+        return 0
+    return depth + 1

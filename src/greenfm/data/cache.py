@@ -2,7 +2,8 @@
 
 Layout of one cache, ``<cache_root>/<manifest hash>-<contract pixel fingerprint>/``::
 
-    pixels.npy      (N, C, H, W) uint8 or uint16, opened with mmap
+    pixels.npy      (N, C, H, W) uint8 or uint16, opened with mmap; volumes (N, C, D, H, W)
+                    at the contract's pad_size, uint16 (HU windows) or float16 (z-scored MRI)
     index.parquet   id, path, row (row of pixels.npy) for every usable image
     meta.json       format, contract, manifest hash, shape, skipped rows, timings
 
@@ -12,6 +13,12 @@ when reading, so contracts differing only there share one cache. A build
 writes into ``.building-<key>-<pid>-<tag>/`` and renames it into place only
 when complete, so an interrupted build is never used; the next build removes
 leftovers whose process is gone.
+
+Volumes (a volume contract, ``greenfm.data.contract``) go through the same build: each
+is decoded, reoriented, resampled, intensity-mapped and padded / centre-cropped to
+``pad_size`` once (``greenfm.data.volumes.volume_to_stored``); the dataset crops to
+``size`` when it reads. They are decoded a few per worker task, as each costs as much
+as thousands of 2-D images.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ BUILDING_PREFIX = ".building-"
 REPLACED_PREFIX = ".replaced-"
 _CHUNK = 64  # images per worker task: small enough for a live progress bar
 _MIN_IMAGES_FOR_POOL = 2 * _CHUNK  # below this, starting processes costs more than it saves
+_VOLUME_CHUNK = 2  # volumes per worker task: each takes tenths of a second to seconds
+_MIN_VOLUMES_FOR_POOL = 16  # each worker imports MONAI first (seconds)
 
 
 def default_cache_root() -> Path:
@@ -61,7 +70,7 @@ class Skipped:
 
 @dataclass
 class CacheStore:
-    """A built cache: ``store[i]`` is the stored (C, H, W) uint8/uint16 array of item ``i``."""
+    """A built cache: ``store[i]`` is the stored (C, H, W) uint8/uint16 array of item ``i`` ((C, D, H, W) for volumes)."""
 
     path: Path
     meta: dict[str, Any]
@@ -157,13 +166,14 @@ def build_cache(
         np.lib.format.open_memmap(tmp / PIXELS, mode="w+", dtype=contract.dtype, shape=shape).flush()
         _allocate(tmp / PIXELS)  # a full disk fails here, not as SIGBUS in a worker writing the memmap
         paths = table["path"].astype(str).tolist()
-        n_workers = _worker_count(workers, n)
+        n_workers = _worker_count(workers, n, volumes=contract.is_volume)
         failures = _decode_all(paths, contract, tmp / PIXELS, n_workers, progress)
         skipped = [Skipped(r, str(table["id"].iat[r]), paths[r], why) for r, why in sorted(failures)]
         if skipped and not skip_bad:
             shown = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+            what = "volumes" if contract.is_volume else "images"
             raise BadInputError(
-                f"{len(skipped)} of {n} images cannot be decoded: {shown} (use --skip-bad to skip them)"
+                f"{len(skipped)} of {n} {what} cannot be decoded: {shown} (use --skip-bad to skip them)"
             )
         good = np.setdiff1d(np.arange(n), [s.row for s in skipped])
         ids = table["id"].astype(str).to_numpy()
@@ -218,9 +228,10 @@ def open_cache(
 def _decode_all(
     paths: list[str], contract: Contract, pixels_path: Path, workers: int, progress: bool
 ) -> list[tuple[int, str]]:
-    chunks = [(start, paths[start : start + _CHUNK]) for start in range(0, len(paths), _CHUNK)]
+    size = _VOLUME_CHUNK if contract.is_volume else _CHUNK
+    chunks = [(start, paths[start : start + size]) for start in range(0, len(paths), size)]
     failures: list[tuple[int, str]] = []
-    with _ProgressBar(len(paths), progress) as advance:
+    with _ProgressBar(len(paths), progress, "decoding volumes" if contract.is_volume else "decoding images") as advance:
         if workers <= 1:
             for start, chunk in chunks:
                 failures += _decode_chunk(start, chunk, contract, pixels_path)
@@ -259,17 +270,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; intra-op threads would oversubscribe
 
 
-def _worker_count(workers: int | None, n: int) -> int:
+def _worker_count(workers: int | None, n: int, *, volumes: bool = False) -> int:
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, int(workers)) if n >= _MIN_IMAGES_FOR_POOL else 1
+    return max(1, int(workers)) if n >= (_MIN_VOLUMES_FOR_POOL if volumes else _MIN_IMAGES_FOR_POOL) else 1
 
 
 class _ProgressBar:
     """A rich progress bar when asked for, else a no-op; yields ``advance(n)``."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self._bar = total, enabled, None
+    def __init__(self, total: int, enabled: bool, what: str = "decoding images"):
+        self.total, self.enabled, self._bar, self.what = total, enabled, None, what
 
     def __enter__(self):
         if not self.enabled:
@@ -278,7 +289,7 @@ class _ProgressBar:
 
         self._bar = Progress(transient=True)
         self._bar.start()
-        task = self._bar.add_task("decoding images", total=self.total)
+        task = self._bar.add_task(self.what, total=self.total)
         return lambda n: self._bar.advance(task, n)
 
     def __exit__(self, *exc) -> None:

@@ -8,6 +8,16 @@ checkpoint and export, and loading compares it with ``check_compatible``.
 The pixel pipeline, shared by the decoding dataset and the cache so both give
 identical pixels, is ``to_contract`` (native array -> stored uint8/uint16
 ``(C, H, W)``) followed by ``normalize`` (stored tensor -> float32 model input).
+
+One contract serves any number of spatial dimensions. A 3-entry ``size`` (D, H, W)
+makes a volume contract (METHODS 3.6-3.7): the volume is reoriented to
+``orientation``, resampled to ``spacing`` (z, y, x) mm, intensity-mapped (HU
+``windows``, or ``intensity="percentile-zscore"``), padded with ``pad_value`` and
+centre-cropped to ``pad_size`` (stored), and at read time cropped to ``size``:
+randomly in training, at the centre in evaluation; padding always comes before
+cropping, so a small volume is padded rather than refused
+(``greenfm.data.volumes.volume_to_stored``). The volume fields are left out of a
+2-D contract's dict, so 2-D fingerprints and caches are unchanged.
 """
 
 from __future__ import annotations
@@ -32,10 +42,17 @@ Modality = Literal["xray", "fundus", "ct", "mri", "us", "photo", "other"]
 GREYSCALE_MODALITIES = frozenset({"xray", "ct", "mri", "us"})
 # Fields that decide the stored (cached) pixels; mean/std and the final channel
 # count are applied when a batch is read, so caches are shared across them.
-PIXEL_FIELDS = ("bit_depth", "windows", "stored_channels", "size", "resize", "interpolation", "antialias", "source_size")
+PIXEL_FIELDS = (
+    "bit_depth", "windows", "stored_channels", "size", "resize", "interpolation", "antialias", "source_size",
+    "spacing", "orientation", "intensity", "pad_size", "stored_pad_value", "input_scale",
+)  # fmt: skip
 # Left out of a contract's dict (and so of its fingerprints) while unset, so contracts
 # written before the field existed keep their fingerprints and caches.
-OPTIONAL_FIELDS = ("source_size",)
+OPTIONAL_FIELDS = ("source_size", "spacing", "orientation", "intensity", "pad_size", "pad_value", "input_scale",
+                   "train_crop")  # fmt: skip
+# Fields that only volume contracts (a 3-entry size) may set.
+VOLUME_FIELDS = ("spacing", "orientation", "intensity", "pad_size", "pad_value", "input_scale", "train_crop")
+_AXIS_PAIRS = ("LR", "AP", "SI")
 
 
 class Contract(BaseModel):
@@ -52,7 +69,8 @@ class Contract(BaseModel):
     """Model input channels; grey is repeated to 3 when ``channels == 3``."""
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    size: tuple[int, int] = (224, 224)
+    size: tuple[int, int] | tuple[int, int, int] = (224, 224)
+    """(H, W) of a 2-D model input, or (D, H, W) of a volume (the crop a 3-D model sees)."""
     resize: Literal["squash", "shorter-center-crop", "letterbox"] = "squash"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     antialias: bool = True
@@ -63,11 +81,31 @@ class Contract(BaseModel):
     its crops downsample; a cache stored at 392 would make the same crops upsample. With
     ``source_size`` the cache keeps that resolution, augmentation runs there and the last
     step resizes to ``size`` (``fit_to_size``; also without augmentation)."""
+    spacing: tuple[float, float, float] | None = None
+    """Volumes: target voxel spacing (z, y, x) mm; None keeps the stored grid."""
+    orientation: str | None = None
+    """Volumes: axis codes the array is turned to before anything else (``"SPL"``); None keeps it."""
+    intensity: Literal["percentile-zscore"] | None = None
+    """Volumes: ``percentile-zscore`` (clip to the 1st-99th percentile, z-score; stored float16);
+    None maps ``windows`` (HU) onto [0, 1] as for 2-D images."""
+    pad_size: tuple[int, int, int] | None = None
+    """Volumes: stored (cached) (D, H, W) after symmetric padding / centre cropping; None stores at ``size``."""
+    pad_value: float | None = None
+    """Volumes: padding value in model-input units (-1 for the CT presets); None pads with 0."""
+    input_scale: float | None = None
+    """Volumes: factor applied to the stored values first (1000 for HU / 1000 sources such as CT-RATE)."""
+    train_crop: Literal["random", "center"] | None = None
+    """Volumes: the training crop from ``pad_size`` to ``size`` (None: random); evaluation is always centred."""
 
     @field_validator("size", "source_size", mode="before")
     @classmethod
     def _square_from_int(cls, v: Any) -> Any:
         return (v, v) if isinstance(v, int) else v
+
+    @field_validator("pad_size", mode="before")
+    @classmethod
+    def _cube_from_int(cls, v: Any) -> Any:
+        return (v, v, v) if isinstance(v, int) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +129,12 @@ class Contract(BaseModel):
     def _consistent(self) -> "Contract":
         if any(s < 1 for s in self.size):
             raise ValueError(f"size must be positive, got {self.size}")
+        if self.is_volume:
+            self._check_volume()
+        else:
+            given = [name for name in VOLUME_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to volumes only (a 3-entry size (D, H, W))")
         if self.source_size is not None:
             (sh, sw), (h, w) = self.source_size, self.size
             if sh < h or sw < w:
@@ -112,7 +156,46 @@ class Contract(BaseModel):
                 raise ValueError(f"{n} windows give {n} channels, but channels={self.channels}")
         return self
 
+    def _check_volume(self) -> None:
+        if self.source_size is not None:
+            raise ValueError("source_size applies to 2-D images; a volume's stored size is pad_size")
+        if self.pad_size is not None and any(p < s for p, s in zip(self.pad_size, self.size)):
+            raise ValueError(f"pad_size {self.pad_size} is smaller than size {self.size}")
+        if self.spacing is not None and any(not (s > 0) for s in self.spacing):
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+        if self.input_scale is not None and not self.input_scale > 0:
+            raise ValueError(f"input_scale must be positive, got {self.input_scale}")
+        if self.orientation is not None:
+            codes = self.orientation
+            if len(codes) != 3 or sorted(_AXIS_PAIRS) != sorted(
+                pair for c in codes for pair in _AXIS_PAIRS if c in pair
+            ):
+                raise ValueError(f"orientation must name each axis once with L/R, A/P, S/I (e.g. SPL), got {codes!r}")
+        if self.intensity == "percentile-zscore" and self.windows is not None:
+            raise ValueError("intensity 'percentile-zscore' and windows exclude each other")
+        if self.intensity is None and self.windows is None:
+            raise ValueError("a volume contract needs windows (HU) or intensity 'percentile-zscore'")
+
     # -- derived -----------------------------------------------------------
+
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensions: 2 for images (H, W), 3 for volumes (D, H, W)."""
+        return len(self.size)
+
+    @property
+    def is_volume(self) -> bool:
+        return len(self.size) == 3
+
+    @property
+    def stored_pad_value(self) -> float | None:
+        """Volumes: the padding in stored units (what the cache holds), from ``pad_value``, mean and std."""
+        if not self.is_volume:
+            return None
+        value = 0.0 if self.pad_value is None else self.pad_value * self.std[0] + self.mean[0]
+        if self.intensity is None:
+            value = min(max(value, 0.0), 1.0)
+        return value
 
     @property
     def greyscale(self) -> bool:
@@ -131,16 +214,23 @@ class Contract(BaseModel):
         return 1 if self.modality in GREYSCALE_MODALITIES else self.channels
 
     @property
-    def stored_size(self) -> tuple[int, int]:
-        """(H, W) of the stored (cached) pixels: ``source_size`` when set, else ``size``."""
+    def stored_size(self) -> tuple[int, ...]:
+        """(H, W) of the stored (cached) pixels: ``source_size`` when set, else ``size``; (D, H, W) ``pad_size`` for volumes."""
+        if self.is_volume:
+            return self.pad_size or self.size
         return self.source_size or self.size
 
     @property
     def max_value(self) -> int:
+        """The stored value of intensity 1.0: 255, 65535, or 1 for float16 z-scores."""
+        if self.intensity == "percentile-zscore":
+            return 1
         return 255 if self.bit_depth == 8 else 65535
 
     @property
     def dtype(self) -> np.dtype:
+        if self.intensity == "percentile-zscore":
+            return np.dtype(np.float16)  # unbounded z-scores: float16 keeps ~3 significant digits
         return np.dtype(np.uint8 if self.bit_depth == 8 else np.uint16)
 
     @property
@@ -155,6 +245,8 @@ class Contract(BaseModel):
 
     def pixel_dict(self) -> dict[str, Any]:
         full = self.to_dict() | {"stored_channels": self.stored_channels}
+        if self.is_volume:  # the padding a cache holds depends on mean/std too
+            full["stored_pad_value"] = self.stored_pad_value
         return {k: full[k] for k in PIXEL_FIELDS if k in full}
 
     # -- serialisation -----------------------------------------------------
@@ -195,11 +287,29 @@ PRESETS: dict[str, Contract] = {
     # OpenAI CLIP: bicubic, shorter side then centre crop, CLIP's own mean/std.
     "clip": Contract(modality="photo", size=224, resize="shorter-center-crop", interpolation="bicubic",
                      mean=CLIP_MEAN, std=CLIP_STD),
-}
+    # Volumes (METHODS 3.6-3.7), sizes (D, H, W), spacing (z, y, x) mm. HU windows map onto [0, 1]
+    # (stored uint16) and mean = std = 0.5 onto [-1, 1]: chest [-1000, 200] -> (HU + 400) / 600,
+    # abdomen [-1000, 1000] -> HU / 1000. Padding -1 (chest assumed), always before cropping.
+    "ct-chest": Contract(modality="ct", bit_depth=16, windows=((-400.0, 1200.0),), channels=1, mean=0.5, std=0.5,
+                         size=(96, 192, 192), spacing=(3.0, 1.5, 1.5), orientation="SPL", pad_size=(120, 240, 240),
+                         pad_value=-1.0),
+    "ct-abdomen": Contract(modality="ct", bit_depth=16, windows=((0.0, 2000.0),), channels=1, mean=0.5, std=0.5,
+                           size=(144, 224, 224), spacing=(3.0, 1.5, 1.5), orientation="SPL",
+                           pad_size=(180, 280, 280), pad_value=-1.0),
+    # MRI: per-volume 1st-99th percentile clip and z-score (stored float16), grid as stored.
+    "mri": Contract(modality="mri", bit_depth=16, intensity="percentile-zscore", channels=1, mean=0.0, std=1.0,
+                    size=(20, 192, 192), orientation="SPL", pad_size=(24, 240, 240), pad_value=0.0),
+}  # fmt: skip
+VOLUME_PRESETS = ("ct-chest", "ct-abdomen", "mri")
 
 
-def get_contract(name_or_path: str | Path | Contract, *, size: int | tuple[int, int] | None = None) -> Contract:
-    """A preset by name, or a contract JSON file; ``size`` overrides the preset's size."""
+def get_contract(name_or_path: str | Path | Contract, *, size: int | tuple[int, ...] | None = None) -> Contract:
+    """A preset by name, or a contract JSON file; ``size`` overrides the preset's size.
+
+    A JSON file holds a whole contract (``{"contract": {...}}`` or the fields alone), or
+    names a ``preset`` and the fields to change, e.g. smaller volume crops:
+    ``{"preset": "ct-chest", "size": [32, 64, 64], "pad_size": [40, 80, 80]}``.
+    """
     if isinstance(name_or_path, Contract):
         contract = name_or_path
     elif str(name_or_path) in PRESETS:
@@ -210,9 +320,20 @@ def get_contract(name_or_path: str | Path | Contract, *, size: int | tuple[int, 
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise BadInputError(f"cannot read contract ({err})", source=str(path)) from None
-        contract = Contract.from_dict(data.get("contract", data), source=str(path))
+        if not isinstance(data, dict):
+            raise BadInputError("a contract file holds a JSON object", source=str(path))
+        data = data.get("contract", data)
+        if isinstance(data, dict) and "preset" in data:
+            base = str(data["preset"])
+            if base not in PRESETS:
+                raise ConfigError(f"{path}: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
+            data = PRESETS[base].to_dict() | {k: v for k, v in data.items() if k != "preset"}
+        contract = Contract.from_dict(data, source=str(path))
     else:
         raise ConfigError(f"unknown contract {str(name_or_path)!r}; choose one of {', '.join(PRESETS)} or a .json file")
+    if size is not None and contract.is_volume and (isinstance(size, int) or len(size) != 3):
+        raise ConfigError(f"{name_or_path} is a volume contract: give its size (D, H, W) in a contract file "
+                          '({"preset": "ct-chest", "size": [D, H, W], "pad_size": [D, H, W]})')
     return contract.replace(size=size) if size is not None else contract
 
 
@@ -229,7 +350,7 @@ def check_compatible(
     ``fields`` limits the comparison (``PIXEL_FIELDS`` for caches).
     """
     a, b = _every_field(_as_contract(expected, what)), _every_field(_as_contract(found, what))
-    names = fields or tuple(k for k in a if k != "stored_channels")
+    names = fields or tuple(k for k in a if k not in ("stored_channels", "stored_pad_value"))
     diffs = [f"{k} {_show(b[k])} (expected {_show(a[k])})" for k in names if not _same(a[k], b[k])]
     if diffs:
         raise ContractMismatchError(f"{what}: preprocessing contract differs: {'; '.join(diffs)}")
@@ -257,6 +378,8 @@ def to_contract(
     rule in float32, then rounding to the contract's bit depth. 8-bit images
     under an 8-bit contract without windows are resized as bytes directly.
     """
+    if contract.is_volume:
+        raise BadInputError("the contract is for 3-D volumes; decode volumes with greenfm.data.volumes", source=source)
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -301,24 +424,29 @@ def normalize(pixels: torch.Tensor | np.ndarray, contract: Contract) -> torch.Te
     Scales by the bit depth, subtracts ``mean`` and divides by ``std`` per
     channel; one stored channel is normalised once and repeated to
     ``contract.channels`` as a view (batch collation makes it contiguous).
+    Volumes are (C, D, H, W) or (B, C, D, H, W) (float16 for z-scored MRI).
     """
     x = torch.as_tensor(pixels)
     if x.dtype == torch.uint16:  # few CPU kernels accept uint16; the values fit in int32
         x = x.to(torch.int32)
-    c = x.shape[-3]
+    nd = contract.ndim
+    c = x.shape[-nd - 1]
     if c not in (1, contract.channels):
         raise ConfigError(f"stored pixels have {c} channels, the contract wants {contract.channels}")
     scale, shift = _affine(contract)  # x * scale - shift == (x / max - mean) / std
     if c == 1 and contract.channels > 1 and bool((scale == scale[0]).all() and (shift == shift[0]).all()):
         y = x.to(torch.float32).mul_(scale[0]).sub_(shift[0])
-        return y.expand(*x.shape[:-3], contract.channels, *x.shape[-2:])
+        return y.expand(*x.shape[: -nd - 1], contract.channels, *x.shape[-nd:])
+    if c == len(scale):  # in place on the converted copy: the same values, one pass less memory
+        return x.to(torch.float32, copy=True).mul_(scale).sub_(shift)
     return x.to(torch.float32) * scale - shift
 
 
 @functools.lru_cache(maxsize=32)
 def _affine(contract: Contract) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(contract.mean, dtype=torch.float64).view(-1, 1, 1)
-    std = torch.tensor(contract.std, dtype=torch.float64).view(-1, 1, 1)
+    shape = (-1,) + (1,) * contract.ndim
+    mean = torch.tensor(contract.mean, dtype=torch.float64).view(shape)
+    std = torch.tensor(contract.std, dtype=torch.float64).view(shape)
     return (1.0 / (contract.max_value * std)).float(), (mean / std).float()
 
 
@@ -335,6 +463,8 @@ def check_first_batch(x: torch.Tensor, contract: Contract, *, what: str = "first
     [0, 1] but never mean/std-normalised). Returns the warning text, or None.
     """
     x = torch.as_tensor(x).detach()
+    if contract.intensity == "percentile-zscore" and x.is_floating_point():
+        return None  # z-scores have no fixed range to check against
     if not x.is_floating_point():
         message = f"{what} is {x.dtype}, not float: was it normalised per the contract?"
         warnings.warn(message, stacklevel=2)
@@ -418,8 +548,9 @@ def _resize(x: torch.Tensor, contract: Contract) -> torch.Tensor:
 
 
 def _every_field(contract: Contract) -> dict[str, Any]:
-    """Every field, unset optional ones included, and ``stored_channels``: what comparisons see."""
-    return json.loads(contract.model_dump_json()) | {"stored_channels": contract.stored_channels}
+    """Every field, unset optional ones included, ``stored_channels`` and ``stored_pad_value``: what comparisons see."""
+    return json.loads(contract.model_dump_json()) | {"stored_channels": contract.stored_channels,
+                                                     "stored_pad_value": contract.stored_pad_value}
 
 
 def _as_contract(c: Contract | Mapping[str, Any], what: str) -> Contract:

@@ -28,7 +28,7 @@ from greenfm.data.contract import (
 )
 from greenfm.data.decode import decode_to_contract
 from greenfm.data.manifest import Manifest, load_manifest
-from greenfm.errors import BadInputError
+from greenfm.errors import BadInputError, ConfigError
 
 if TYPE_CHECKING:
     from greenfm.data.cache import CacheStore
@@ -63,6 +63,8 @@ class ImageDataset(Dataset):
         findings: Sequence[str] | None = None,
         normalized: bool = True,
     ):
+        if contract.is_volume and not getattr(self, "serves_volumes", False):
+            raise ConfigError("a volume contract (a 3-entry size) needs greenfm.data.volume_dataset.VolumeDataset")
         if not isinstance(manifest, Manifest):
             manifest = load_manifest(manifest)
         self.contract = contract

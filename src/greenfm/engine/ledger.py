@@ -272,6 +272,7 @@ class ComputeLedger:
         for key, value in ledger.items():
             if value == UNAVAILABLE and key not in reasons:
                 reasons[key] = flops_reason if "flops" in key else "not measured"
+        ledger.update(curated_compute(static, samples, total_flops))
         ledger["unavailable"] = {k: v for k, v in reasons.items() if ledger.get(k) == UNAVAILABLE}
         ledger["run"] = static.get("run", {})
         return ledger
@@ -299,6 +300,24 @@ class ComputeLedger:
             if not values:
                 reasons.setdefault(key, f"no CUDA device (ran on {self.device.type})")
         return out
+
+
+def curated_compute(static: dict[str, Any], samples_seen: int, total_flops: Any) -> dict[str, Any]:
+    """A curated run's cost against the full-data run of the same epochs (METHODS 4.4, ``(1 + 19 f) / 20``
+    at 20 epochs), measured: this run's training FLOPs (else samples seen) over ``epochs x dataset size``
+    samples at the same FLOPs per sample. Empty for a run that trained on all its data."""
+    subset, epochs, full = static.get("curated_subset_size"), static.get("epochs"), static.get("dataset_size")
+    if not (_number(subset) and _number(epochs) and _number(full)) or not epochs * full:
+        return {}
+    equivalent = epochs * full
+    per_sample = static.get("training_flops_per_sample")
+    if _number(total_flops) and _number(per_sample) and per_sample > 0:
+        fraction, basis = total_flops / (per_sample * equivalent), "training FLOPs"
+    else:
+        fraction, basis = samples_seen / equivalent, "samples seen"
+    return {"curated_subset_size": int(subset), "curated_fraction": subset / full,
+            "full_data_equivalent_samples": int(equivalent), "compute_fraction_of_full_data": fraction,
+            "compute_fraction_basis": f"{basis} over a full-data run of {epochs} epochs x {full} samples"}  # fmt: skip
 
 
 def flops_fields(measured: dict[str, Any], flops_per_sample: float | None) -> dict[str, Any]:
@@ -343,6 +362,8 @@ _ROWS = [
     ("peak host RSS", "peak_host_rss_bytes", "gib"),
     ("images seen", "samples_seen", "{:,}"),
     ("images trained on", "samples_trained", "{:,}"),
+    ("curated subset", "curated_subset_size", "{:,}"),
+    ("compute vs full-data run", "compute_fraction_of_full_data", "{:.3f}"),
     ("images/s", "images_per_s", "{:.1f}"),
     ("optimiser steps", "optimizer_steps", "{:,}"),
     ("precision", "precision", "{}"),
@@ -356,11 +377,16 @@ _ROWS = [
 ]
 
 
+_CURATED_ONLY = ("curated_subset_size", "compute_fraction_of_full_data")
+
+
 def ledger_rows(ledger: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, formatted value) pairs for the end-of-run table."""
     rows = []
     for label, keys, fmt in _ROWS:
         keys = keys if isinstance(keys, tuple) else (keys,)
+        if keys[0] in _CURATED_ONLY and keys[0] not in ledger:
+            continue
         rows.append((label, " / ".join(_fmt(ledger.get(k, UNAVAILABLE), fmt) for k in keys)))
     return rows
 

@@ -6,6 +6,12 @@ its value by it, as timm's schedulers do. A group that carries its own ``lr`` is
 turned into ``lr_scale = lr / config.lr`` so warm-up, cosine and ``min_lr`` scale with
 it. Without ``optimizer_groups``, every trainable parameter is decayed except 1-D
 ones (biases, norms, LayerScale gammas).
+
+Epoch lengths that change during a run (a curated subset from epoch 2 on) move the cosine's
+horizon by a rule (:func:`retarget_horizon`): ``fixed`` spans the run's real length (the cosine
+ends at ``min_lr`` on the last step); ``official`` is CheXficient's release, whose horizon is
+``epochs x`` the current epoch's length while the step count runs on, so the cosine bottoms out
+early and turns back up (METHODS 4.4).
 """
 
 from __future__ import annotations
@@ -83,6 +89,45 @@ def effective_warmup(config: TrainConfig, horizon: int) -> int:
     return config.warmup if config.warmup < horizon else horizon // 10
 
 
+LR_HORIZONS = ("fixed", "official")
+
+
+class HorizonCosineScheduler(CosineLRScheduler):
+    """timm's cosine; with ``continue_past_horizon`` the cosine goes on past ``t_initial`` (turning back
+    up) instead of holding ``lr_min``: the official CheXficient schedule after its horizon shrinks.
+    Both attributes are in ``state_dict()``, so a resumed run keeps the horizon it had."""
+
+    continue_past_horizon = False
+
+    def _get_lr(self, t: int) -> list[float]:
+        if not self.continue_past_horizon or t < self.t_initial or t < self.warmup_t:
+            return super()._get_lr(t)
+        return [self.lr_min + 0.5 * (v - self.lr_min) * (1 + math.cos(math.pi * t / self.t_initial))
+                for v in self.base_values]  # fmt: skip
+
+
+def retarget_horizon(scheduler: CosineLRScheduler, config: TrainConfig, rule: str, *, total_steps: int,
+                     steps_per_epoch: int) -> str | None:  # fmt: skip
+    """Move a per-step cosine's horizon after the epoch length changed; returns what was done (or None).
+
+    ``fixed``: ``t_initial`` = the run's steps as now planned (``total_steps``); ``official``: ``epochs x
+    steps_per_epoch`` and the cosine continues past it. A horizon pinned by ``t_initial`` and epoch
+    schedules are left alone.
+    """
+    if rule not in LR_HORIZONS:
+        raise ConfigError(f"unknown lr_horizon '{rule}'; valid: {', '.join(LR_HORIZONS)}")
+    if config.schedule_interval != "step" or config.t_initial is not None:
+        return None
+    if rule == "fixed":
+        horizon, past = total_steps, False
+    else:
+        horizon, past = config.epochs * steps_per_epoch, True
+    if scheduler.t_initial == horizon and scheduler.continue_past_horizon == past:
+        return None
+    scheduler.t_initial, scheduler.continue_past_horizon = horizon, past
+    return f"lr horizon ({rule}): cosine over {horizon} steps" + (", continuing past it" if past else "")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, total_steps: int) -> CosineLRScheduler:
     """timm's cosine schedule; "constant" is the same schedule with ``lr_min = lr``.
 
@@ -98,7 +143,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, to
         )  # fmt: skip
     for group in optimizer.param_groups:
         group["lr"] = config.lr  # every group's base is config.lr; lr_scale does the rest
-    return CosineLRScheduler(
+    return HorizonCosineScheduler(
         optimizer,
         t_initial=horizon,
         lr_min=config.lr if config.schedule == "constant" else config.min_lr,

@@ -7,6 +7,10 @@ a generator seeded from ``(seed, epoch)``). Rank ``r`` of ``W`` takes positions
 step ``s`` always sees the same global batch ``order[s*B:(s+1)*B]`` whatever the
 number of devices and accumulation steps. Written by hand because torch's
 ``DistributedSampler`` cannot start mid-epoch or wrap another sampler.
+
+A curated run changes the epoch's length: :meth:`EpochShardSampler.set_subset` restricts the
+order to a fixed set of dataset indices (a permutation of the subset per epoch, same seeding),
+and :meth:`EpochShardSampler.steps_per_epoch` follows the current length.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ class EpochShardSampler(Sampler[int]):
         source: Sampler | None = None,
     ):
         self.source = source
-        self.length = len(source) if source is not None else length
+        self.full_length = len(source) if source is not None else length
+        self.length = self.full_length
+        self.subset: list[int] | None = None
         self.global_batch = global_batch
         self.rank, self.world_size = rank, world_size
         self.seed, self.drop_last = seed, drop_last
@@ -57,6 +63,24 @@ class EpochShardSampler(Sampler[int]):
             raise ValueError("the training set is empty")
         if drop_last and self.length < global_batch:
             raise ValueError(f"drop_last with {self.length} images and a global batch of {global_batch}: no step")
+
+    def set_subset(self, indices: list[int] | None) -> None:
+        """Draw each epoch from these dataset indices only (``None``: the whole set again)."""
+        if indices is None:
+            self.subset, self.length = None, self.full_length
+            return
+        if self.source is not None:
+            raise ValueError("a curated subset cannot be combined with a custom sampler")
+        subset = sorted({int(i) for i in indices})
+        if not subset:
+            raise ValueError("the curated subset is empty")
+        if subset[0] < 0 or subset[-1] >= self.full_length:
+            raise ValueError(f"the curated subset holds index {subset[-1] if subset[-1] >= 0 else subset[0]}, "
+                             f"outside a training set of {self.full_length}")  # fmt: skip
+        if self.drop_last and len(subset) < self.global_batch:
+            raise ValueError(f"drop_last with a subset of {len(subset)} and a global batch of {self.global_batch}: "
+                             "no step")  # fmt: skip
+        self.subset, self.length = subset, len(subset)
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch."""
@@ -71,7 +95,9 @@ class EpochShardSampler(Sampler[int]):
     def global_order(self) -> list[int]:
         """The epoch's order over all ranks, before sharding."""
         generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
-        if self.source is None:
+        if self.subset is not None:
+            order = [self.subset[i] for i in torch.randperm(self.length, generator=generator).tolist()]
+        elif self.source is None:
             order = torch.randperm(self.length, generator=generator).tolist()
         else:
             if hasattr(self.source, "generator"):

@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from greenfm.data.dataset import check_batch_against_contract
-from greenfm.engine.checkpoint import clean_stale_temporaries, save_checkpoint, save_exported, snapshot
+from greenfm.engine.checkpoint import atomic_write_text, clean_stale_temporaries, save_checkpoint, save_exported, snapshot
 from greenfm.engine.distributed import RunContext
 from greenfm.engine.flops import batch_size_of, method_flops
 from greenfm.engine.launch import build_fabric, gather_objects, per_device_batch, resolve_hardware
@@ -61,7 +61,14 @@ from greenfm.engine.ledger import (
     print_ledger,
     write_compute_json,
 )
-from greenfm.engine.optim import apply_schedule, build_optimizer, build_scheduler, current_lr, describe_schedule
+from greenfm.engine.optim import (
+    apply_schedule,
+    build_optimizer,
+    build_scheduler,
+    current_lr,
+    describe_schedule,
+    retarget_horizon,
+)
 from greenfm.engine.progress import ProgressBar
 from greenfm.engine.rng import capture_rng, preserved_rng, seed_all
 from greenfm.engine.threads import ThreadPlan, resolve_threads, torch_threads
@@ -73,6 +80,7 @@ from greenfm.engine.training_state import capture_training_state, restore_traini
 from greenfm.errors import ConfigError, GreenfmError
 
 log = logging.getLogger(__name__)
+SUBSET_FILE = "subset.json"  # a curated run's training subset (engine._Loop._follow_subset)
 
 
 @dataclass
@@ -240,6 +248,9 @@ class _Loop:
         self.stop = StopRequest()  # fit installs the signal-driven one
         self.train_time, self.step_lr = 0.0, 0.0
         self.last_saved_step = self.progress["step"] if state is not None else -1
+        if state is None and self.zero:  # a subset file of an earlier, checkpoint-less attempt is stale
+            (run.root / SUBSET_FILE).unlink(missing_ok=True)
+        self._follow_subset()  # a resumed curated run trains on its stored subset
 
     def run(self) -> FitResult:
         config, progress = self.config, self.progress
@@ -256,6 +267,8 @@ class _Loop:
         )  # fmt: skip
         log.info("schedule: %s", describe_schedule(config, self.total_steps, self.steps_per_epoch))
         self.method.train()
+        if progress["step"] == 0 and hasattr(self.method, "warm_up"):
+            self._warm_up()
         self.since_log = (time.perf_counter(), progress["samples_seen"])
         bar_on = self.zero and config.progress_bar
         with ProgressBar(total=self.total_steps, done=progress["step"], enabled=bar_on) as bar:
@@ -273,6 +286,7 @@ class _Loop:
         self.sampler.set_epoch(epoch, skip=start * config.accumulate * self.micro)
         if hasattr(self.method, "on_epoch_start"):
             self.method.on_epoch_start(epoch)
+        self._follow_subset()
         loader = DataLoader(
             self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=self.plan.workers,
             collate_fn=self.collate, worker_init_fn=ignore_stop_signals,
@@ -306,6 +320,65 @@ class _Loop:
             if config.checkpoint_every_steps and progress["step"] % config.checkpoint_every_steps == 0:
                 self._save()
         self._end_epoch(sums, steps_here, complete=progress["steps_in_epoch"] >= self.steps_per_epoch)
+
+    def _warm_up(self) -> None:
+        """A recipe's ``warm_up(batches)`` hook (e.g. prototypes from the initial model): an iterator over
+        this rank's batches of the first epoch, in training order, without gradients; draws nothing from
+        the training RNGs. Every rank calls it (the hook may gather)."""
+        self.sampler.set_epoch(0)
+        loader = DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=0,
+                            collate_fn=self.collate)  # fmt: skip
+        with preserved_rng(), torch.no_grad():
+            self.method.warm_up(self.fabric.to_device(batch) for batch in loader)
+
+    def _follow_subset(self) -> None:
+        """A recipe that curates its data says so through ``training_subset()`` (dataset indices, or None
+        for all). From then on the sampler draws from the subset, steps per epoch and the run's total
+        follow it, and the per-step cosine's horizon moves by the recipe's ``lr_horizon`` rule
+        (``engine.optim.retarget_horizon``). The subset goes to ``subset.json``; on resume the file must
+        still match the checkpoint's subset."""
+        hook = getattr(self.method, "training_subset", None)
+        subset = hook() if hook is not None else None
+        if subset is None or sorted(set(subset)) == self.sampler.subset:
+            return
+        try:
+            self.sampler.set_subset(subset)
+        except ValueError as exc:
+            raise ConfigError(f"curated subset: {exc}") from exc
+        progress, config = self.progress, self.config
+        self.steps_per_epoch = self.sampler.steps_per_epoch()
+        done = progress["step"] - progress["steps_in_epoch"]
+        self.total_steps = min(done + (config.epochs - progress["epoch"]) * self.steps_per_epoch,
+                               config.max_steps or math.inf)  # fmt: skip
+        rule = getattr(self.method, "lr_horizon", "fixed")
+        moved = retarget_horizon(self.scheduler, config, rule, total_steps=self.total_steps,
+                                 steps_per_epoch=self.steps_per_epoch)  # fmt: skip
+        self.ledger.static.update(curated_subset_size=self.sampler.length, epochs=config.epochs)
+        self._check_subset_file()
+        log.info("curated subset: %d of %d samples, %d steps per epoch, %d steps in all%s", self.sampler.length,
+                 self.sampler.full_length, self.steps_per_epoch, self.total_steps, f"; {moved}" if moved else "")  # fmt: skip
+
+    def _check_subset_file(self) -> None:
+        path = self.run_dir.root / SUBSET_FILE
+        subset = self.sampler.subset or []
+        record = {"size": len(subset), "dataset_size": self.sampler.full_length, "indices": subset,
+                  "ids": sample_ids(self.dataset, [{"index": subset}])}  # fmt: skip
+        summary = getattr(self.method, "curation_summary", None)
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if saved.get("indices") != record["indices"] or saved.get("ids") != record["ids"]:
+                raise ConfigError(
+                    f"{path} no longer matches the curated subset stored in the checkpoint ({len(subset)} samples): "
+                    "it was edited after the run chose it; restore it, or delete it to have it rewritten from the "
+                    "checkpoint"
+                )
+            return
+        if self.zero:
+            record["curation"] = summary() if summary is not None else {}
+            atomic_write_text(path, json.dumps(plain_json(record), indent=1) + "\n")
 
     def _train_step(self, group: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """One optimiser step over up to ``accumulate`` micro-batches, each weighted by its size."""

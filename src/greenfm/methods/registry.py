@@ -18,6 +18,11 @@ _METHODS: dict[str, str] = {
     "supervised": "greenfm.methods.supervised:Supervised",
     "unicl": "greenfm.methods.unicl:UniCL",
     "clip": "greenfm.methods.unicl:CLIP",
+    "chexficient": "greenfm.methods.chexficient:CheXficient",
+    "curated-unicl": "greenfm.methods.curated:CuratedUniCL",
+    "curated-clip": "greenfm.methods.curated:CuratedCLIP",
+    "curated-greenrfm": "greenfm.methods.curated:CuratedGreenRFM",
+    "greenrfm": "greenfm.methods.greenrfm:GreenRFM",
 }
 
 

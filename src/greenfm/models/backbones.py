@@ -16,6 +16,15 @@ import torch
 from torch import nn
 
 from greenfm.errors import ConfigError
+from greenfm.models.mri import (
+    MRI_OVERRIDES,
+    MRI_VARIANTS,
+    ThreePlaneR3D,
+    build_three_plane_r3d,
+    is_three_plane_spec,
+    load_three_plane_weights,
+    mri_spec,
+)
 from greenfm.models.video3d import R3D_VARIANTS, R3D_WIDTH, build_r3d, r3d_features, r3d_spec
 from greenfm.models.weights import LoadReport, load_weights
 
@@ -111,6 +120,8 @@ class Encoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final-normed tokens (B, N, D) for ViTs; the last feature map for CNNs."""
         if self.family == "map3d":
+            if isinstance(self.model, ThreePlaneR3D):  # (B, 512, planes, D', H', W'): pooling averages the planes
+                return self.model.forward_features(x)
             return r3d_features(self.model, x)
         return self.model.forward_features(x)
 
@@ -153,7 +164,7 @@ def _timm_spec(name: str, *, img_size: int | None, in_chans: int, overrides: dic
         base, kwargs = name, {}
         if not timm.is_model(base):
             close = timm.list_models(f"*{base.split('.')[0]}*")[:5]
-            valid = sorted(TINY_CONFIGS) + sorted(R3D_VARIANTS)
+            valid = sorted(TINY_CONFIGS) + sorted(R3D_VARIANTS) + sorted(MRI_VARIANTS)
             raise ConfigError(
                 f"unknown encoder '{name}': not a timm model (close: {close}) nor one of greenfm's {valid}"
             )
@@ -168,7 +179,7 @@ def _timm_spec(name: str, *, img_size: int | None, in_chans: int, overrides: dic
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """The bare model (random init) that ``spec`` describes."""
     if spec["library"] == "torchvision":
-        return build_r3d(spec)
+        return build_three_plane_r3d(spec) if is_three_plane_spec(spec) else build_r3d(spec)
     import timm
 
     try:
@@ -179,6 +190,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 
 def encoder_spec(name: str, *, img_size: int | None = None, in_chans: int | None = None, **overrides: Any) -> dict[str, Any]:
     """The JSON spec ``create_encoder(name, ...)`` would build, without building it."""
+    if name in MRI_VARIANTS:
+        return mri_spec(name, in_chans=3 if in_chans is None else in_chans, **overrides)
     if name in R3D_VARIANTS:
         return r3d_spec(name, in_chans=1 if in_chans is None else in_chans, **overrides)
     return _timm_spec(name, img_size=img_size, in_chans=3 if in_chans is None else in_chans, overrides=overrides)
@@ -188,7 +201,8 @@ def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two specs build the same network up to input size (ViT position embeddings are resampled)."""
     def key(spec: dict[str, Any]) -> tuple[Any, ...]:
         kwargs = {k: v for k, v in (spec.get("kwargs") or {}).items() if k != "img_size"}
-        return spec.get("library"), spec.get("name"), sorted(kwargs.items(), key=lambda kv: kv[0]).__repr__()
+        planes = spec.get("planes")  # the three-plane MRI encoder is not a one-tower r3d_18
+        return spec.get("library"), spec.get("name"), sorted(kwargs.items(), key=lambda kv: kv[0]).__repr__(), planes
 
     return key(a) == key(b)
 
@@ -205,8 +219,9 @@ def create_encoder(
 
     Args:
         name: a timm model name (``vit_small_patch14_reg4_dinov2``, ``resnet50``, ...),
-            a greenfm tiny config (``vit_tiny_test``) or a 3D ResNet (``r3d_18``,
-            ``r3d_18_lite``).
+            a greenfm tiny config (``vit_tiny_test``), a 3D ResNet (``r3d_18``,
+            ``r3d_18_lite``) or the three-plane MRI encoder (``r3d_18_mri``, input
+            (B, 3 planes, 3 sequences, D, H, W); ``greenfm.models.mri``).
         weights: ``"random"``; a local ``.safetensors`` / torch state-dict file;
             ``"hf-hub:org/name"``; ``"timm"`` (the name's pretrained tag);
             ``"torchvision"`` (Kinetics-400, 3D ResNets). Position embeddings are
@@ -217,6 +232,14 @@ def create_encoder(
         overrides: further timm kwargs (e.g. ``drop_path_rate``, ``dynamic_img_size``)
             or, for 3D ResNets, ``stem_kernel`` / ``stem_stride``.
     """
+    if name in MRI_VARIANTS:  # three planes x (PD, T1, T2): input (B, 3, 3, D, H, W)
+        if img_size is not None or set(overrides) - MRI_OVERRIDES:
+            given = sorted(set(overrides) - MRI_OVERRIDES) + (["img_size"] if img_size is not None else [])
+            raise ConfigError(f"encoder '{name}' takes only in_chans and stem_kernel/stem_stride, got {given}")
+        spec = mri_spec(name, in_chans=3 if in_chans is None else in_chans, **overrides)
+        model = build_three_plane_r3d(spec)
+        source, report = load_three_plane_weights(model, weights)
+        return Encoder(model, spec, weights_source=source, load_report=report)
     if name in R3D_VARIANTS:
         if img_size is not None:
             raise ConfigError(f"img_size does not apply to the 3D encoder '{name}'; it takes any (D, H, W)")

@@ -4,7 +4,8 @@ Any image-text recipe's export (a run's ``exported/`` or a ``greenfm export`` mo
 both with a ``text/`` tower and ``heads.safetensors``) loads into :class:`ImageTextModel`, which is what zero-shot
 classification and retrieval need: ``encode_images`` and ``encode_texts`` give latents in
 the shared space, L2-normalised when the recipe trained on cosine similarities
-(``normalize``; GreenRFM's unnormalised latents set it False).
+(``normalize``; GreenRFM's unnormalised latents set it False). A GreenRFM export also
+carries its shared classifier ``C`` (``classify_latents``: sigmoid(C z)) and its findings.
 """
 
 from __future__ import annotations
@@ -31,19 +32,35 @@ class ImageTextModel(nn.Module):
         *,
         image_projection: torch.Tensor | None = None,
         text_projection: torch.Tensor | None = None,
+        image_projection_bias: torch.Tensor | None = None,
+        text_projection_bias: torch.Tensor | None = None,
         logit_scale: float | None = None,
         normalize: bool = True,
         pool: str | None = None,
         preprocessing: dict[str, Any] | None = None,
+        classifier_weight: torch.Tensor | None = None,
+        classifier_bias: torch.Tensor | None = None,
+        findings: Sequence[str] | None = None,
+        recipe: str | None = None,
     ):
         super().__init__()
         self.image, self.text = image, text
-        self.image_projection = _linear(image_projection)
-        self.text_projection = _linear(text_projection)
+        self.image_projection = _linear(image_projection, image_projection_bias)  # CheXficient's have a bias
+        self.text_projection = _linear(text_projection, text_projection_bias)
         self.logit_scale = logit_scale
         self.normalize = normalize
         self.pool = pool
         self.preprocessing = preprocessing
+        self.classifier = _linear(classifier_weight, classifier_bias)  # GreenRFM's C, shared by both latents
+        self.findings = list(findings or [])  # the classifier's outputs, in order
+        self.recipe = recipe
+
+    @torch.no_grad()
+    def classify_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """sigmoid(C z): the shared classifier's probabilities (N, K) from unnormalised latents (N, D)."""
+        if self.classifier is None:
+            raise BadInputError("this image-text model has no classifier head (readout 'classifier' needs a greenrfm model)")
+        return torch.sigmoid(self.classifier(latents.to(self.classifier.weight.dtype)))
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -68,8 +85,12 @@ class ImageTextModel(nn.Module):
         config = read_export_config(folder)
         if "text" not in (config.get("towers") or {}):
             raise BadInputError(
-                "not an image-text model (no text tower); train one with --recipe unicl or clip", source=str(path)
+                "not an image-text model (no text tower); train one with --recipe unicl, clip or greenrfm", source=str(path)
             )
+        meta = config.get("metadata") or {}
+        if isinstance(meta, dict) and meta.get("recipe") == "greenrfm" and meta.get("stage") not in (None, "align"):
+            raise BadInputError(f"a greenrfm --stage {meta.get('stage')} run, not an aligned image-text model; "
+                                "evaluate its --stage align run", source=str(path))  # fmt: skip
         towers = load_exported_towers(folder, ["image", "text"])
         return cls.from_towers(towers["image"], towers["text"], load_exported_heads(folder), config)
 
@@ -83,16 +104,21 @@ class ImageTextModel(nn.Module):
         model = cls(
             image, text,
             image_projection=heads.get("image_projection"), text_projection=heads.get("text_projection"),
+            image_projection_bias=heads.get("image_projection_bias"), text_projection_bias=heads.get("text_projection_bias"),
             logit_scale=float(scale.exp().reshape(())) if scale is not None else None,
             normalize=bool(method.get("normalize_latents", True)),
             pool=method.get("image_pool"), preprocessing=config.get("preprocessing"),
+            classifier_weight=heads.get("classifier_weight"), classifier_bias=heads.get("classifier_bias"),
+            findings=method.get("findings") or meta.get("findings"), recipe=meta.get("recipe"),
         )  # fmt: skip
         return model.eval()
 
 
-def _linear(weight: torch.Tensor | None) -> nn.Linear | None:
+def _linear(weight: torch.Tensor | None, bias: torch.Tensor | None = None) -> nn.Linear | None:
     if weight is None:
         return None
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight.data.copy_(weight)
+    if bias is not None:
+        layer.bias.data.copy_(bias)
     return layer

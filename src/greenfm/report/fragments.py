@@ -12,6 +12,7 @@ from greenfm.report.runs import RunArtifacts
 SECTIONS = (
     ("summary", "Summary"),
     ("label-efficiency", "Label efficiency"),
+    ("scaling", "Data scaling"),
     ("comparison", "Model comparison"),
     ("roc-curves", "ROC curves"),
     ("finding-metrics", "Per-finding metrics"),
@@ -20,6 +21,7 @@ SECTIONS = (
     ("green-card", "Compute (green card)"),
     ("training", "Training"),
     ("data-summary", "Data"),
+    ("curation", "Data curation"),
     ("config", "Configuration"),
 )
 TITLES = dict(SECTIONS)

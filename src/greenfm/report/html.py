@@ -53,6 +53,7 @@ window.addEventListener("load", function () {
 _RENDERERS = {
     "summary": sections.summary,
     "label-efficiency": results.label_efficiency,
+    "scaling": sections.scaling,
     "comparison": results.comparison,
     "roc-curves": results.roc_curves,
     "finding-metrics": results.finding_metrics,
@@ -61,6 +62,7 @@ _RENDERERS = {
     "green-card": sections.green_cards,
     "training": sections.training,
     "data-summary": sections.data_summary,
+    "curation": sections.curation,
     "config": sections.config,
 }
 

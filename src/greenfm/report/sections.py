@@ -66,6 +66,18 @@ def summary(runs: list[RunArtifacts]) -> str:
     )
 
 
+# -- data scaling -------------------------------------------------------------------------------
+
+
+def scaling(runs: list[RunArtifacts]) -> str:
+    """The data-scaling section (``greenfm.report.scaling``): curves, fits and paired differences."""
+    from greenfm.report.scaling import scaling_body
+
+    body = scaling_body(runs) or missing("No scaling study (<code>scaling.json</code> from "
+                                         "<code>greenfm scaling</code>).")
+    return block("scaling", body, "Metric against training-set size at equal steps, with fits and paired differences.")
+
+
 # -- green card ---------------------------------------------------------------------------------
 
 
@@ -216,6 +228,15 @@ def data_summary(runs: list[RunArtifacts]) -> str:
     return block("data-summary", "".join(parts), lead)
 
 
+def curation(runs: list[RunArtifacts]) -> str:
+    """The curation section (``greenfm.report.curation``): cluster sizes and keep ratios of curated subsets."""
+    from greenfm.report.curation import curation_body
+
+    body = curation_body(runs) or missing("No curated subset (<code>subset.json</code> of a curated recipe, or "
+                                          "<code>*.curation.json</code> from <code>greenfm curate</code>).")  # fmt: skip
+    return block("curation", body, "Prototype curation: cluster sizes and keep ratio per cluster (METHODS 4.2).")
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
@@ -247,6 +268,8 @@ def _elsewhere(run: RunArtifacts) -> str:
     """What the summary's AUROC cell says for a run whose scores are not one test evaluation."""
     if run.label_efficiency is not None:
         return "per fraction: see Label efficiency"
+    if (run.root / "scaling.json").is_file():
+        return "per size: see Data scaling"
     if run.comparison is not None:
         return "paired differences: see Model comparison"
     return "not evaluated"

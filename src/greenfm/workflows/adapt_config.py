@@ -41,8 +41,8 @@ class AdaptOptions(GreenfmConfig):
     backbone: str | None = Field(None, description="Architecture, when the model is a weights file, hub name or 'random'.")
     img_size: int | None = Field(None, description="Input side, when the model is a weights file, hub name or 'random'.")
     contract: str | None = Field(
-        None, description="Preprocessing contract: a preset (rfg, imagenet, cxr-medpeft, clip) or a JSON file "
-        "(default: the model's own, else one for the data's modality, printed)."
+        None, description="Preprocessing contract: a preset (rfg, imagenet, cxr-medpeft, clip; volumes: ct-chest, "
+        "ct-abdomen, mri) or a JSON file (default: the model's own, else one for the data's modality, printed)."
     )
     modality: str | None = Field(None, description="Override the contract's modality (xray, fundus, us, ...).")
     augment: str = Field(  # checked by greenfm.data.augment.get_augment, which lists them

@@ -80,6 +80,9 @@ def finetune_and_score(
     """
     from greenfm.data.augment import get_augment
 
+    if data.contract.is_volume and augment not in ("none", None):
+        raise ConfigError(f"augmentation {augment!r} is for 2-D images; volumes train without it (METHODS 3.7): "
+                          "--augment none")
     names, skipped = trainable_findings(train.labels(data.names), data.names, data.task)
     if not names:
         raise BadInputError("no finding can be trained: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -88,7 +91,7 @@ def finetune_and_score(
     if isinstance(pos_weight, list):
         pos_weight = np.asarray([pos_weight[data.names.index(n)] for n in names], dtype=np.float32)
     classifier = classifier.model_copy(update={"num_classes": len(names)})
-    train_ds = data.dataset(train, names, augment=get_augment(augment, data.contract))
+    train_ds = data.dataset(train, names, augment=get_augment(augment, data.contract), training=True)
     if epoch_repeats(len(train_ds)) > 1:  # each repeat draws its own augmentation
         train_ds = ConcatDataset([train_ds] * epoch_repeats(len(train_ds)))
     val_ds, test_ds = (data.dataset(data.splits[s], names) for s in ("val", "test"))
@@ -249,9 +252,12 @@ def classifier_config(cfg: FinetuneConfig, num_classes: int = 1) -> ClassifierCo
 
 
 def check_lora_targets(encoder: Encoder, mode: str, preset: str) -> None:
-    """A LoRA preset naming modules the model lacks fails before any data is read."""
+    """A LoRA preset naming modules the model lacks, or LoRA on a CNN, fails before any data is read."""
     if mode != "lora":
         return
+    if encoder.family == "map3d":
+        name = encoder.spec.get("greenfm_name") or encoder.spec.get("name", type(encoder.model).__name__)
+        raise ConfigError(f"LoRA applies to ViTs, and {name} is a 3-D CNN: use --mode linear or --mode full")
     from greenfm.adapt.lora import get_preset, missing_targets
 
     missing = missing_targets(encoder.model, get_preset(preset).targets)

@@ -18,6 +18,7 @@ from greenfm.data.cache import default_cache_root
 from greenfm.data.contract import Contract
 from greenfm.data.dataset import ImageDataset
 from greenfm.data.manifest import Manifest
+from greenfm.data.volume_dataset import VolumeDataset
 from greenfm.data.tasks import resolve_task, three_splits
 from greenfm.models.backbones import Encoder
 from greenfm.workflows.inputs import encoder_contract, image_dataset, load_checked_manifest
@@ -34,7 +35,11 @@ class FinetuneData:
     contract: Contract
     cache: Any  # CacheStore or None
 
-    def dataset(self, manifest: Manifest, names: Sequence[str], augment=None) -> ImageDataset:
+    def dataset(self, manifest: Manifest, names: Sequence[str], augment=None, *, training: bool = False) -> ImageDataset:
+        """The rows of ``manifest`` from the cache; volumes are randomly cropped when ``training``, else centred."""
+        if self.contract.is_volume:
+            return VolumeDataset(manifest, self.contract, train=training, cache=self.cache, augment=augment,
+                                 findings=list(names))  # fmt: skip
         return ImageDataset(manifest, self.contract, cache=self.cache, augment=augment, findings=list(names))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from greenfm.config import ExistingPath, GreenfmConfig
@@ -12,7 +14,7 @@ DEFAULT_PROMPT_FAMILY = "p3"  # METHODS 3.8; greenfm.evaluate.prompts holds the 
 class ImageTextEvalConfig(GreenfmConfig):
     """What both image-text evaluations read."""
 
-    model: ExistingPath = Field(..., description="An image-text run folder (unicl, clip) or its exported/ folder.")
+    model: ExistingPath = Field(..., description="An image-text run folder (unicl, clip, greenrfm align) or its exported/ folder.")
     data: ExistingPath = Field(..., description="Manifest of the evaluation images.")
     split: str | None = Field("test", description="Split to evaluate (all rows when the manifest has no split column).")
     batch_size: int = Field(64, ge=1, description="Images per embedding batch.")
@@ -29,6 +31,10 @@ class ZeroshotConfig(ImageTextEvalConfig):
         "or a comma-separated list of finding columns. Default: every finding column.",
     )
     prompts: str = Field(DEFAULT_PROMPT_FAMILY, description="Prompt family: p1, p2, p3 (default), p4, p5 or chexficient.")
+    readout: Literal["prompts", "classifier"] = Field(
+        "prompts", description="prompts: softmax over each finding's prompt pair; classifier: sigmoid(C z_v) of a "
+        "greenrfm model's shared classifier (no prompts).",
+    )
     resamples: int = Field(1000, ge=0, description="Patient-bootstrap resamples for the 95% CIs.")
     seed: int = Field(0, description="Seed of the bootstrap.")
 

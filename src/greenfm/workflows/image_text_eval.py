@@ -37,24 +37,33 @@ def run_zeroshot(config: ZeroshotConfig, out: str | Path) -> dict[str, Any]:
     from greenfm.evaluate.image_text_results import write_zeroshot_results
     from greenfm.evaluate.zeroshot import score_zeroshot, zeroshot_probabilities
 
-    prompt_pairs([], config.prompts)  # an unknown family fails before any work
+    if config.readout == "prompts":
+        prompt_pairs([], config.prompts)  # an unknown family fails before any work
     model, manifest, contract = _inputs(config)
     findings, phrases = _findings(manifest, config.vocab)
     dataset = image_dataset(manifest, contract, cache_root=config.cache or default_cache_root(), skip_bad=config.skip_bad,
                             labels=False)  # fmt: skip
-    images = _image_latents(model, dataset, config.batch_size)
-    pairs = prompt_pairs(phrases, config.prompts)
-    positive = model.encode_texts([p for p, _ in pairs]).numpy()
-    negative = model.encode_texts([n for _, n in pairs]).numpy()
-    probabilities = zeroshot_probabilities(images, positive, negative, normalize=model.normalize)
+    if config.readout == "classifier":
+        columns = _classifier_columns(model, findings, config.model)
+        latents = _image_latents(model, dataset, config.batch_size, normalize=False)  # C reads the raw z_v
+        probabilities = model.classify_latents(torch.from_numpy(latents)).numpy()[:, columns].astype(np.float64)
+        pairs, family = None, None
+    else:
+        images = _image_latents(model, dataset, config.batch_size)
+        pairs, family = prompt_pairs(phrases, config.prompts), config.prompts
+        positive = model.encode_texts([p for p, _ in pairs]).numpy()
+        negative = model.encode_texts([n for _, n in pairs]).numpy()
+        probabilities = zeroshot_probabilities(images, positive, negative, normalize=model.normalize)
     labels = dataset.manifest.labels(findings)
     metrics = score_zeroshot(probabilities, labels, dataset.patient_ids, findings, n_resamples=config.resamples,
                              seed=config.seed)  # fmt: skip
     path = write_zeroshot_results(
-        out, metrics, prompt_family=config.prompts, prompts=pairs, readout="prompts", model_ref=config.model,
+        out, metrics, prompt_family=family, prompts=pairs, readout=config.readout, model_ref=config.model,
         data_ref={"manifest": config.data, "split": config.split, "images": len(dataset),
                   "patients": int(len(set(dataset.patient_ids))), "manifest_hash": manifest.hash},
-        extra={"normalize": model.normalize},
+        extra={"normalize": model.normalize, "recipe": model.recipe,
+               "score": "sigmoid(C z_v)" if config.readout == "classifier" else
+               "softmax([z_v.t+, z_v.t-])[0]" + ("" if model.normalize else " on unnormalised latents, temperature 1")},
     )  # fmt: skip
     _write_predictions(Path(out), dataset, findings, labels, probabilities, config.split or "all")
     _print_zeroshot(metrics, config)
@@ -139,19 +148,32 @@ def _findings(manifest: Manifest, vocab: str | None) -> tuple[list[str], list[st
     return findings, phrases
 
 
-def _image_latents(model: ImageTextModel, dataset, batch_size: int) -> np.ndarray:
+def _classifier_columns(model: ImageTextModel, findings: list[str], source: Any) -> list[int]:
+    """The classifier output of each finding to score; a finding it was not trained on is one line."""
+    if model.classifier is None:
+        raise BadInputError("--readout classifier needs a model with a shared classifier (a greenrfm align run)",
+                            source=str(source))  # fmt: skip
+    unknown = [f for f in findings if f not in model.findings]
+    if unknown:
+        raise ConfigError(f"--readout classifier: the model's classifier has no output for {unknown}; it was trained "
+                          f"on {model.findings}")  # fmt: skip
+    return [model.findings.index(f) for f in findings]
+
+
+def _image_latents(model: ImageTextModel, dataset, batch_size: int, *, normalize: bool | None = None) -> np.ndarray:
     features = embed_dataset(model.image, dataset, pool=model.pool, batch_size=batch_size)
     with torch.no_grad():
         latents = torch.from_numpy(features)
         if model.image_projection is not None:
             latents = model.image_projection(latents)
-        if model.normalize:
+        if model.normalize if normalize is None else normalize:
             latents = torch.nn.functional.normalize(latents, dim=-1)
     return latents.numpy()
 
 
 def _print_zeroshot(metrics, config: ZeroshotConfig) -> None:
-    table = Table(title=f"zero-shot AUROC (prompts {config.prompts}; 95% patient-bootstrap CI)")
+    how = f"prompts {config.prompts}" if config.readout == "prompts" else "readout classifier"
+    table = Table(title=f"zero-shot AUROC ({how}; 95% patient-bootstrap CI)")
     for column in ("finding", "AUROC", "95% CI", "positives / n"):
         table.add_column(column)
     for f in metrics.findings:

@@ -7,12 +7,25 @@ from typing import Any
 from pydantic import Field
 
 from greenfm.config import ExistingPath, GreenfmConfig
+from greenfm.methods.registry import available_methods
 
 
 class PretrainConfig(GreenfmConfig):
     """Everything a pretraining run needs besides the optimiser (``train``)."""
 
-    recipe: str = Field("token-reconstruction", description="Pretraining recipe: token-reconstruction, supervised, unicl or clip.")
+    recipe: str = Field(
+        "token-reconstruction", description=f"Pretraining recipe: {', '.join(available_methods())}."
+    )
+    stage: str | None = Field(
+        None, description="Stage of a staged recipe (greenrfm: image, text, align, or all = the three in sequence into "
+        "--out/image, --out/text, --out/align). Default: all for greenrfm.",
+    )
+    init_image: str | None = Field(
+        None, description="greenrfm align: the stage-1 image run (or its export) whose image tower loads strictly.",
+    )
+    init_text: str | None = Field(
+        None, description="greenrfm align: the stage-1 text run (or its export) whose text tower loads strictly.",
+    )
     data: ExistingPath = Field(..., description="Manifest of the training images (and reports / labels the recipe needs).")
     backbone: str | None = Field(
         None, description="Image tower architecture (timm name or vit_tiny_test). Default: the --init folder's, "
@@ -31,10 +44,11 @@ class PretrainConfig(GreenfmConfig):
     )
     contract: str | None = Field(
         None,
-        description="Preprocessing contract preset (rfg, imagenet, cxr-medpeft, clip) or JSON file; its size follows "
-        "img_size. Default: an --init model folder's own contract, else one for the data's modality (--modality, "
-        "else the manifest's meta_modality): cxr-medpeft for xray, imagenet for photo, rfg otherwise, labelled with "
-        "that modality (other when unknown). The run prints its choice.",
+        description="Preprocessing contract preset (rfg, imagenet, cxr-medpeft, clip; volumes: ct-chest, ct-abdomen, "
+        "mri) or JSON file; a 2-D preset's size follows img_size. Default: an --init model folder's own contract, else "
+        "one for the data's modality (--modality, else the manifest's meta_modality): cxr-medpeft for xray, imagenet "
+        "for photo, rfg otherwise, labelled with that modality (other when unknown); ct-chest (mri for MRI data) for a "
+        "3-D encoder. The run prints its choice.",
     )
     modality: str | None = Field(None, description="Override the contract's modality (xray, fundus, ct, ...).")
     augment: str = Field("auto", description="Training augmentation: auto (by modality), rfg, cxr, medpeft or none.")

@@ -235,20 +235,28 @@ def _ribs(an: ChestAnatomy, X, Y, in_lung) -> np.ndarray:
 
 def _add_nodule(density: np.ndarray, centre: tuple[float, float], diameter: float, contrast: float,
                 px_mm: float) -> None:
-    """A sphere's projection as an area-preserving Gaussian (exact at any pixel size), in place."""
-    radius = diameter / 2
-    var_px = (radius * radius / 5.0) / (px_mm * px_mm) + 0.25
-    amp = contrast * (4.0 / 3.0 * np.pi * radius**3) / (2 * np.pi * var_px * px_mm * px_mm) / 10.0
+    """A sphere's exact projection, in place: its chord length times ``contrast``, averaged over each pixel.
+
+    The disc keeps the nodule's true diameter and sharp edge at any pixel size (4 x 4 samples per
+    pixel give the partial pixels at its rim), so a 20 mm nodule spans 3.6 px at 64 px on site A.
+    """
+    radius = diameter / (2 * px_mm)  # pixels
     col, row = centre
-    reach = int(np.ceil(4 * np.sqrt(var_px))) + 1
     size = density.shape[0]
-    r0, r1 = max(int(row) - reach, 0), min(int(row) + reach + 2, size)
-    c0, c1 = max(int(col) - reach, 0), min(int(col) + reach + 2, size)
+    r0, r1 = max(int(np.floor(row - radius)) - 1, 0), min(int(np.ceil(row + radius)) + 2, size)
+    c0, c1 = max(int(np.floor(col - radius)) - 1, 0), min(int(np.ceil(col + radius)) + 2, size)
     if r0 >= r1 or c0 >= c1:
         return
-    rr = np.arange(r0, r1, dtype=np.float32)[:, None] - row
-    cc = np.arange(c0, c1, dtype=np.float32)[None, :] - col
-    density[r0:r1, c0:c1] += amp * np.exp(-(rr * rr + cc * cc) / (2 * var_px))
+    sub = (np.arange(_NODULE_SAMPLES, dtype=np.float32) + 0.5) / _NODULE_SAMPLES - 0.5
+    rr = (np.arange(r0, r1, dtype=np.float32)[:, None] + sub[None, :]).reshape(-1, 1) - np.float32(row)
+    cc = (np.arange(c0, c1, dtype=np.float32)[:, None] + sub[None, :]).reshape(1, -1) - np.float32(col)
+    chord = np.sqrt(np.maximum(radius * radius - rr * rr - cc * cc, 0.0))  # half chord, pixels
+    n = _NODULE_SAMPLES
+    mean = chord.reshape(r1 - r0, n, c1 - c0, n).mean(axis=(1, 3))
+    density[r0:r1, c0:c1] += (2.0 * px_mm / 10.0 * contrast) * mean  # chord in cm of water-equivalent
+
+
+_NODULE_SAMPLES = 4
 
 
 def _add_lines_and_leads(density: np.ndarray, grid: _Grid, an: ChestAnatomy, tip_y: float,
