@@ -52,9 +52,12 @@ def test_quick_demo_writes_every_artefact_under_out(demo):
     assert saved["setting"]["name"] == "quick"
     assert saved["pretrain_compute"]["optimizer_steps"] == result.pretrain_compute["optimizer_steps"] > 0
     assert set(result.timings) >= {"phantoms", "starting model", "token reconstruction", "embed + probe",
-                                   "label efficiency", "report"}
+                                   "label efficiency", "3-D greenrfm", "report"}
     modes = {row["mode"] for row in saved["label_efficiency"]["summary"]}
     assert modes == {"linear-probe", "lora", "full-finetune"}
+    three_d = saved["greenrfm"]
+    assert three_d["setting"] == "quick" and (out / "greenrfm/runs/align/exported/config.json").is_file()
+    assert 0.0 <= three_d["zeroshot"]["macro_auroc"] <= 1.0
 
 
 def test_token_reconstruction_starts_from_the_warm_start_and_moves_away_from_it(demo):

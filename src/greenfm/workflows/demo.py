@@ -10,7 +10,10 @@
    split, starting from that model (its frozen copy is the teacher);
 5. embed the target site with both models, fit the same linear probes, and compare
    test AUROC per finding with patient-bootstrap CIs and a paired CI of the difference;
-6. the label-efficiency stage and the HTML report, where those modules are installed.
+6. label efficiency: linear probe, LoRA and full fine-tuning at 1 / 10 / 100% of the labels;
+7. image-text: UniCL from the adapted model on the target site's reports, zero-shot and retrieval;
+8. 3-D: GreenRFM-lite (``r3d_18_lite``) on CT phantoms, image, text and align stages, zero-shot
+   (``workflows.demo_greenrfm``); then the HTML report.
 
 Everything is written under ``out``; a re-run with the same setting reuses finished
 stages and reproduces the same numbers; a different setting starts the folder afresh.
@@ -39,7 +42,7 @@ from greenfm.workflows.demo_output import (
 
 SETTING_FILE = "demo_setting.json"
 RESULTS_FILE = "demo_results.json"
-_MANAGED = ("data", "cache", "runs", "embeddings", SETTING_FILE, RESULTS_FILE, "report.html")
+_MANAGED = ("data", "cache", "runs", "embeddings", "greenrfm", SETTING_FILE, RESULTS_FILE, "report.html")
 
 
 @dataclass
@@ -56,6 +59,7 @@ class DemoResult:
     report_path: Path | None = None
     label_efficiency: Any = None  # workflows.label_efficiency_results.LabelEfficiencyResult
     image_text: dict[str, Any] | None = None  # demo_stages.image_text's summary
+    greenrfm: dict[str, Any] | None = None  # demo_greenrfm.run_greenrfm_demo's result
 
     @property
     def macro_gain(self) -> float | None:
@@ -67,6 +71,7 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
              console: Console | None = None) -> DemoResult:  # fmt: skip
     """Run the demo into ``out`` (``quick``: a < 1 minute version for tests); see the module docstring."""
     from greenfm.workflows import demo_stages as stages
+    from greenfm.workflows.demo_greenrfm import format_greenrfm_demo, run_greenrfm_demo
 
     setting = setting or (QUICK if quick else FULL)
     console = console or Console()
@@ -105,6 +110,14 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
                          f"unicl on site {setting.target_site}'s train reports; zero-shot on its test split")  # fmt: skip
             with clock("image-text"):
                 image_text = stages.image_text(out, data, adapted_dir, setting, console)
+        greenrfm = None
+        if setting.greenrfm:
+            print_header(console, "8. GreenRFM-lite in 3-D", "CT phantoms: image, text and align stages (r3d_18_lite, "
+                         "k4s4); zero-shot on the test split")  # fmt: skip
+            with clock("3-D greenrfm"):
+                greenrfm = run_greenrfm_demo(out / "greenrfm", quick=setting.name == "quick", seed=setting.seed)
+            for line in format_greenrfm_demo(greenrfm):
+                console.print(line)
         with clock("report"):
             extra = [Path(image_text["run"]) / name for name in ("zeroshot", "retrieval")] if image_text else []
             report = stages.report(out, [start_dir, adapted_dir, *extra], label_efficiency, console)
@@ -112,7 +125,7 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
     result = DemoResult(
         out=out, setting=setting, starting_model=description, comparison=comparison, pretrain_compute=compute,
         timings=clock.timings, results_path=out / RESULTS_FILE, report_path=report, label_efficiency=label_efficiency,
-        image_text=image_text,
+        image_text=image_text, greenrfm=greenrfm,
     )  # fmt: skip
     _write_results(result)
     print_summary(console, result)
@@ -157,6 +170,7 @@ def _write_results(result: DemoResult) -> None:
         "label_efficiency": _label_efficiency_summary(result.label_efficiency),
         "image_text": {k: v for k, v in (result.image_text or {}).items() if k != "compute"} or None,
         "image_text_compute": (result.image_text or {}).get("compute"),
+        "greenrfm": result.greenrfm,
     }
     result.results_path.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n")
 

@@ -170,6 +170,12 @@ def print_summary(console: Console, result: Any) -> None:
         console.print(f"image-text (unicl): zero-shot macro test AUROC {image_text['zeroshot_macro_auroc']:.3f}{ci_text}, "
                       f"{against} (0.5), {image_text['findings_scored']} of {image_text['findings']} findings"
                       f"{retrieval}")  # fmt: skip
+    greenrfm = getattr(result, "greenrfm", None)
+    if greenrfm:
+        from greenfm.workflows.demo_greenrfm import format_greenrfm_demo
+
+        for line in format_greenrfm_demo(greenrfm):
+            console.print(line)
     console.print(f"results: {result.results_path}")
     if result.report_path is not None:
         console.print(f"report: {result.report_path}")

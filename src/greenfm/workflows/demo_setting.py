@@ -41,6 +41,7 @@ class DemoSetting:
     image_text_epochs: int = 3
     image_text_batch: int = 64
     image_text_lr: float = 1e-3
+    greenrfm: bool = True  # the 3-D stage (workflows.demo_greenrfm: its own FULL / QUICK sizes)
 
     @property
     def backbone(self) -> dict[str, Any]:
