@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_common import machine_info, stamp  # noqa: E402
+from bench_common import command_line, machine_info, stamp  # noqa: E402
 
 CROP = (1, 96, 192, 192)  # (C, D, H, W), METHODS 3.7 chest
 CLAIMS_GB = {"r3d_18": 24.0, "r3d_18_lite": 6.0}
@@ -185,7 +185,7 @@ def main() -> None:
                 results.append(measure(encoder, checkpoint, precision, args.batch, probes, args.max_host_gb))
     record = {"created": stamp(), "machine": machine_info(load_average=load), "crop": list(CROP), "batch": args.batch,
               "text_tower": "greenfm tiny BERT (2 layers, width 32, 128 tokens)", "stage": "align",
-              "command": ".venv/bin/python benchmarks/bench_greenrfm_memory.py", "max_host_gb": args.max_host_gb,
+              "command": command_line("bench_greenrfm_memory.py"), "max_host_gb": args.max_host_gb,
               "results": results}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2))
