@@ -99,6 +99,12 @@ def test_ranks_equal_a_naive_full_matrix_with_duplicates_and_blocks(monkeypatch)
         assert result["text_to_image"]["median_rank"] == pytest.approx(np.median(t2i))
 
 
+def test_equal_vectors_score_equally_wherever_they_fall_in_the_product():
+    # A float32 GEMM sums in a tile-dependent order (OpenBLAS's AVX2 kernel gave two values here)
+    unit = retrieval._unit_rows(np.full((70, 384), 0.3), "x").astype(np.float64)
+    assert len(np.unique(retrieval._similarities(unit, unit))) == 1
+
+
 @pytest.mark.parametrize("near_limit", [4_000_000, -1])
 def test_collapsed_embeddings_rank_last_not_first(monkeypatch, near_limit):
     monkeypatch.setattr(retrieval, "_NEAR_LIMIT", near_limit)
@@ -108,13 +114,14 @@ def test_collapsed_embeddings_rank_last_not_first(monkeypatch, near_limit):
     assert result["image_to_text"]["mean_rank"] == 40.0 and result["text_to_image"]["mean_rank"] == 40.0
 
 
-def test_near_ties_are_settled_exactly_on_the_float32_products():
+def test_near_ties_are_settled_exactly_on_the_products_ranked():
     rng = np.random.default_rng(6)
     base = rng.normal(size=(1, 256))
     # embeddings a hair apart: many rivals lie within the rounding margin of a text's best positive
     images, text_emb = base + 1e-4 * rng.normal(size=(120, 256)), base + 1e-4 * rng.normal(size=(120, 256))
     texts = [f"r{i}" for i in range(120)]
-    sim = retrieval._unit_rows(images, "i") @ retrieval._unit_rows(text_emb, "t").T  # the product ranked on
+    unit_i, unit_t = (retrieval._unit_rows(x, n).astype(np.float64) for x, n in ((images, "i"), (text_emb, "t")))
+    sim = retrieval._similarities(unit_i, unit_t)  # the product ranked on
     own = np.diag(sim)
     assert (np.abs(sim - own[None, :]) < 2 * retrieval._gamma(256)).sum() > 120  # near-ties do occur
     t2i = (sim >= own[None, :]).sum(0)  # counts the positive itself: 1-based

@@ -18,10 +18,15 @@ Random baselines, for a ranking drawn uniformly at random:
   expected best rank ``(N + 1) / (m + 1)``.
 
 A K above the number of candidates is capped to it and flagged (its recall is 1).
-Similarities are one float32 matrix product, computed in blocks of images, so
-10,000 x 10,000 needs tens of MB, not 400; both directions read their ranks from it,
-so ties are compared exactly (see ``_ranks``). numpy's BLAS is used (1.5x torch's on
-the 2-core AMD benchmark machine); torch tensors are accepted as input.
+Similarities are one matrix product, computed in blocks of images, so 10,000 x 10,000
+needs tens of MB, not 400; both directions read their ranks from it, so ties are
+compared exactly (see ``_ranks``). The product is taken in float64 and rounded to
+float32 (``_similarities``): a float32 GEMM sums in an order that depends on where a
+pair falls in the kernel's tiles, so on some CPUs two copies of one vector scored
+differently (0.99999845 and 1.0000007 with OpenBLAS's AVX2 kernel) and collapsed
+embeddings were not tied; rounded from float64, equal vectors score equally. numpy's
+BLAS is used (1.5x torch's on the 2-core AMD benchmark machine); torch tensors are
+accepted as input.
 """
 
 from __future__ import annotations
@@ -146,7 +151,8 @@ def _ranks(image: np.ndarray, unique_text: np.ndarray, text_of_image: np.ndarray
     Too many of them (collapsed embeddings) falls back to a second pass.
     """
     n_unique = len(unique_text)
-    own64 = np.einsum("nd,nd->n", image.astype(np.float64), unique_text[text_of_image].astype(np.float64))
+    image, unique_text = image.astype(np.float64), unique_text.astype(np.float64)
+    own64 = np.einsum("nd,nd->n", image, unique_text[text_of_image])
     estimate = np.full(n_unique, -np.inf)
     np.maximum.at(estimate, text_of_image, own64)
     margin = 2 * _gamma(image.shape[1]) + 1e-7  # + float64 -> float32 rounding of the bounds
@@ -158,7 +164,7 @@ def _ranks(image: np.ndarray, unique_text: np.ndarray, text_of_image: np.ndarray
     near_text, near_score, n_near = [], [], 0
     block = max(1, _BLOCK_ELEMENTS // n_unique)
     for lo in range(0, len(image), block):
-        sim = image[lo : lo + block] @ unique_text.T  # (b, U)
+        sim = _similarities(image[lo : lo + block], unique_text)  # (b, U)
         rows, target = np.arange(len(sim)), text_of_image[lo : lo + block]
         own[lo : lo + block] = sim[rows, target]  # same matrix: ties stay exact
         i2t[lo : lo + block] = np.count_nonzero(sim >= own[lo : lo + block, None], axis=1)  # 1-based
@@ -180,6 +186,11 @@ def _ranks(image: np.ndarray, unique_text: np.ndarray, text_of_image: np.ndarray
     return i2t, 1 + above + settled
 
 
+def _similarities(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``rows @ columns.T`` (both float64) rounded to float32: equal pairs give equal scores on any BLAS kernel."""
+    return (rows @ columns.T).astype(np.float32)
+
+
 def _gamma(n: int) -> float:
     """gamma_n = n u / (1 - n u), u = 2^-24: the relative rounding bound of an n-term float32 dot product."""
     nu = n * 2.0**-24
@@ -199,7 +210,7 @@ def _text_to_image_ranks(image: np.ndarray, unique_text: np.ndarray, text_of_ima
     block = max(1, _BLOCK_ELEMENTS // len(image))
     for lo in range(0, n_unique, block):
         hi = min(lo + block, n_unique)
-        sim = unique_text[lo:hi] @ image.T  # (b, N): one row per text
+        sim = _similarities(unique_text[lo:hi], image)  # (b, N): one row per text
         a, b = np.searchsorted(sorted_text, [lo, hi])
         rows, images = sorted_text[a:b] - lo, order[a:b]
         own = sim[rows, images]  # every (text, image carrying it) score
