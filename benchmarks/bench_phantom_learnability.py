@@ -1,6 +1,7 @@
 """Can a supervised model learn the radiograph phantoms at 64 px, and does it lose accuracy on another site?
 
-Claims: (1) a ResNet-18 and the demo's ViT (``vit_tiny_test``), trained from random
+Claims: (1) a ResNet-18 and greenfm's tiny ViT (``vit_tiny_test`` at 64 px with patch 8, and
+the same at patch 16: the 16 tokens of the demo's 32 px ViT at full resolution), trained from random
 weights on ~2,000 site-A phantoms at 64 px, reach per-finding test AUROC >= 0.90 on
 cardiomegaly, effusion and consolidation and >= 0.75 on pneumothorax and nodules,
 and AUROC rises with the finding's size (tertiles of ``meta_size_<finding>``);
@@ -10,6 +11,10 @@ macro AUROC; (3) the site-A ResNet-18 loses macro AUROC on site B (acquisition a
 positioning differ, see ``greenfm.data.phantoms.sites``), with a bootstrap CI.
 
     .venv/bin/python benchmarks/bench_phantom_learnability.py [--patients 800 --site-b-patients 400]
+    .venv/bin/python benchmarks/bench_phantom_learnability.py --archs vit_tiny_test_p16 --skip-finetune
+
+``--archs`` trains some of the models only; the others' results are kept from the
+existing JSON when it was measured on the same data (same sizes and seed).
 
 Models train on the report labels (hedges masked, reader errors included, as a user
 would) and are scored on the pixel truth (``meta_true_*``) of the test patients.
@@ -46,6 +51,11 @@ FINETUNE = ["--model", "random", "--backbone", "vit_tiny_test", "--img-size", "6
             "--epochs", "10", "--batch-size", "64", "--lr", "1e-3"]
 VIT_KWARGS = {"patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4, "reg_tokens": 4, "init_values": 1e-5,
               "no_embed_class": True}  # greenfm's vit_tiny_test (models/backbones.py), at 64 px
+ARCHS = {  # name: (learning rate, ViT keyword changes; None for the ResNet)
+    "resnet18": (2e-3, None),
+    "vit_tiny_test": (1e-3, {}),
+    "vit_tiny_test_p16": (1e-3, {"patch_size": 16}),
+}
 
 
 def load_images(manifest: Path, table: pd.DataFrame) -> np.ndarray:
@@ -61,11 +71,12 @@ def train_and_score(job: dict) -> dict:
     torch.manual_seed(job["seed"])
     data = np.load(job["arrays"])
     x_train, y_train = data["x_train"], data["y_train"]
-    if job["arch"] == "resnet18":
+    changes = ARCHS[job["arch"]][1]
+    if changes is None:
         model = timm.create_model("resnet18", pretrained=False, in_chans=3, num_classes=len(FINDINGS))
     else:
         model = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=64, in_chans=3,
-                                  num_classes=len(FINDINGS), **VIT_KWARGS)
+                                  num_classes=len(FINDINGS), **{**VIT_KWARGS, **changes})
     opt = torch.optim.AdamW(model.parameters(), lr=job["lr"], weight_decay=0.05)
     steps = job["epochs"] * int(np.ceil(len(x_train) / job["batch"]))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=job["lr"], total_steps=steps, pct_start=0.15)
@@ -112,10 +123,10 @@ def macro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
                           if 0 < truth[:, k].sum() < len(truth)]))
 
 
-def size_tertiles(table: pd.DataFrame, truth: np.ndarray, score: np.ndarray) -> dict:
+def size_tertiles(table: pd.DataFrame, truth: np.ndarray, score: np.ndarray, findings=FINDINGS) -> dict:
     """AUROC of each size tertile's positives against all negatives, per finding."""
     out = {}
-    for k, name in enumerate(FINDINGS):
+    for k, name in enumerate(findings):
         pos = truth[:, k] == 1
         sizes = table[f"meta_size_{name}"].to_numpy(dtype=float)
         cuts = np.quantile(sizes[pos], [1 / 3, 2 / 3])
@@ -175,7 +186,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--archs", default=",".join(ARCHS), help=f"models to train, of {', '.join(ARCHS)}")
     args = parser.parse_args()
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if not archs or set(archs) - set(ARCHS):
+        raise SystemExit(f"--archs: choose from {', '.join(ARCHS)}, got {args.archs!r}")
     from greenfm.api import data_split
     from greenfm.data.phantoms import generate_phantoms
 
@@ -197,9 +212,9 @@ def main() -> None:
         np.savez(arrays, x_train=images[parts["train"]], y_train=labels[parts["train"]],
                  x_val=images[parts["val"]], t_val=truth[parts["val"]], x_test=images[parts["test"]],
                  x_siteb=load_images(manifest_b, table_b))
-        jobs = [{"arch": arch, "arrays": str(arrays), "epochs": args.epochs, "batch": 64, "lr": lr, "seed": args.seed}
-                for arch, lr in (("resnet18", 2e-3), ("vit_tiny_test", 1e-3))]
-        with ProcessPoolExecutor(2) as pool:  # one model per core
+        jobs = [{"arch": arch, "arrays": str(arrays), "epochs": args.epochs, "batch": 64, "lr": ARCHS[arch][0],
+                 "seed": args.seed} for arch in archs]
+        with ProcessPoolExecutor(min(2, len(jobs))) as pool:  # one model per core
             trained = list(pool.map(train_and_score, jobs))
         finetune = None if args.skip_finetune else run_finetune(split, root / "finetune", root / "cache")
 
@@ -232,9 +247,28 @@ def main() -> None:
                        "reader_error_rate": round(float((table["meta_reader_error"] > 0).mean()), 3)},
               "targets": TARGETS, "models": models, "site_shift": shift, "finetune": finetune,
               "wall_s": round(time.perf_counter() - started, 1)}
+    keep_earlier(result, archs, args.skip_finetune)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print_tables(result)
+
+
+def keep_earlier(result: dict, archs: list[str], skipped_finetune: bool) -> None:
+    """Carry over the models (and finetune run) not trained now from the JSON of a run on the same data."""
+    if not RESULTS.is_file():
+        return
+    earlier = json.loads(RESULTS.read_text())
+    if earlier.get("data") != result["data"]:
+        print("the existing results were measured on other data: they are replaced, not merged")
+        return
+    for arch, row in earlier.get("models", {}).items():
+        if arch not in archs:
+            result["models"][arch] = row
+            result["site_shift"][arch] = earlier["site_shift"][arch]
+            result.setdefault("kept_from", {})[arch] = earlier.get("stamp")
+    if skipped_finetune and earlier.get("finetune"):
+        result["finetune"] = earlier["finetune"]
+        result.setdefault("kept_from", {})["finetune"] = earlier.get("stamp")
 
 
 def print_tables(result: dict) -> None:

@@ -57,7 +57,10 @@ VARIANTS = {  # name: (model kwargs changed, training options changed)
     "conv stem (three stride-2 3x3 convs)": ({"conv_stem": True}, {}),
     "layerscale 1.0 + max-pooled patches": ({"init_values": 1.0, "global_pool": "max"}, {}),
     "conv stem + layerscale 1.0 + max-pooled": ({"conv_stem": True, "init_values": 1.0, "global_pool": "max"}, {}),
+    "patch 16 (16 tokens)": ({"patch_size": 16}, {}),
+    "patch MLP (no attention)": ({"model": "patch_mlp"}, {}),
     "cnn": ({"model": "cnn"}, {}),
+    "cnn without BatchNorm": ({"model": "cnn", "batch_norm": False}, {}),
 }
 
 
@@ -68,13 +71,17 @@ def build(kwargs: dict):
 
     kwargs = dict(kwargs)
     name = kwargs.pop("model", "vit_small_patch14_reg4_dinov2")
-    if name == "cnn":  # the control: four 3x3 conv layers, BatchNorm, global max pooling
+    if name == "cnn":  # the control: four 3x3 conv layers, BatchNorm (unless turned off), global max pooling
+        norm = nn.BatchNorm2d if kwargs.get("batch_norm", True) else (lambda _: nn.Identity())
 
         def block(i: int, o: int) -> nn.Module:
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), norm(o), nn.ReLU(), nn.MaxPool2d(2))
 
         return nn.Sequential(block(3, 16), block(16, 32), block(32, 64), block(64, 64), nn.AdaptiveMaxPool2d(1),
                              nn.Flatten(), nn.Linear(64, len(FINDINGS)))
+    if name == "patch_mlp":  # the ViT's 8x8 patch projection and a per-token MLP, without attention
+        return nn.Sequential(nn.Conv2d(3, 64, 8, stride=8), nn.GELU(), nn.Conv2d(64, 64, 1), nn.GELU(),
+                             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, len(FINDINGS)))
     merged = {**VIT, **kwargs}
     if merged.pop("no_norm", False):
         merged["norm_layer"] = torch.nn.Identity

@@ -209,6 +209,10 @@ def main() -> None:
                           "cores": cores, "load_average": [round(v, 2) for v in os.getloadavg()]},
               "side_by_side": {"baseline_rev": args.baseline_rev, "runs": sbs}, "generation": runs,
               "raw_pixel_probe": probes}
+    if not sbs and RESULTS.is_file():  # --baseline-rev none keeps the last side-by-side figures, marked as such
+        earlier = json.loads(RESULTS.read_text()).get("side_by_side", {})
+        if earlier.get("runs"):
+            result["side_by_side"] = {**earlier, "kept_from_an_earlier_run": True}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
