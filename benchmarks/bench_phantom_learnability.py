@@ -77,32 +77,47 @@ def train_and_score(job: dict) -> dict:
     else:
         model = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=64, in_chans=3,
                                   num_classes=len(FINDINGS), **{**VIT_KWARGS, **changes})
-    opt = torch.optim.AdamW(model.parameters(), lr=job["lr"], weight_decay=0.05)
-    steps = job["epochs"] * int(np.ceil(len(x_train) / job["batch"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=job["lr"], total_steps=steps, pct_start=0.15)
-    rng = np.random.default_rng(job["seed"])
 
     def tensor(x: np.ndarray) -> torch.Tensor:  # grey repeated to 3 channels, as greenfm's default contract
         t = torch.from_numpy(x).float().div_(255.0).sub_(0.5).div_(0.25)
         return t[:, None].expand(-1, 3, -1, -1)
 
+    def batch(idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        shift = rng.integers(-3, 4, 2)  # a few pixels of translation per batch
+        xb = np.roll(x_train[idx], tuple(int(s) for s in shift), axis=(1, 2))
+        return tensor(xb), torch.from_numpy(y_train[idx]).float()
+
+    return {"arch": job["arch"], "epochs": job["epochs"],
+            **fit_and_score(model, job, data, batch, lambda x: model(tensor(x)), chunk=256)}
+
+
+def fit_and_score(model, job: dict, data, batch, forward, chunk: int) -> dict:
+    """One-cycle AdamW on masked BCE; the best epoch by val macro AUROC; its test and site-B scores.
+
+    ``batch(indices, rng)`` gives (inputs, labels) for training indices; ``forward(x)`` the
+    logits of a numpy chunk of images or volumes. Returns the history, time and scores.
+    """
+    import torch
+
+    n_train = len(data["y_train"])
+    opt = torch.optim.AdamW(model.parameters(), lr=job["lr"], weight_decay=0.05)
+    steps = job["epochs"] * int(np.ceil(n_train / job["batch"]))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=job["lr"], total_steps=steps, pct_start=0.15)
+    rng = np.random.default_rng(job["seed"])
+
     @torch.no_grad()
     def predict(x: np.ndarray) -> np.ndarray:
         model.eval()
-        return np.concatenate([torch.sigmoid(model(tensor(x[i:i + 256]))).numpy() for i in range(0, len(x), 256)])
+        return np.concatenate([torch.sigmoid(forward(x[i:i + chunk])).numpy() for i in range(0, len(x), chunk)])
 
     best, history, start = (-1.0, None), [], time.perf_counter()
     for epoch in range(job["epochs"]):
         model.train()
-        order = rng.permutation(len(x_train))
+        order = rng.permutation(n_train)
         for i in range(0, len(order), job["batch"]):
-            idx = order[i:i + job["batch"]]
-            shift = rng.integers(-3, 4, 2)  # a few pixels of translation per batch
-            xb = np.roll(x_train[idx], tuple(int(s) for s in shift), axis=(1, 2))
-            yb = torch.from_numpy(y_train[idx]).float()
+            xb, yb = batch(order[i:i + job["batch"]], rng)
             known = (yb >= 0).float()  # hedged (-1) labels are masked, as greenfm's objective does
-            logits = model(tensor(xb))
-            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, yb.clamp(min=0), reduction="none")
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb.clamp(min=0), reduction="none")
                     * known).sum() / known.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
@@ -112,10 +127,9 @@ def train_and_score(job: dict) -> dict:
         history.append(round(val, 4))
         print(f"{job['arch']} epoch {epoch + 1}: val macro AUROC {val:.3f} ({time.perf_counter() - start:.0f} s)",
               flush=True)
-        if val > best[0]:
+        if best[1] is None or val > best[0]:  # a nan AUROC (no positives in val) keeps the first epoch
             best = (val, {k: predict(data[f"x_{k}"]) for k in ("test", "siteb")})
-    return {"arch": job["arch"], "epochs": job["epochs"], "val_macro_auroc_by_epoch": history,
-            "train_s": round(time.perf_counter() - start, 1), "scores": best[1]}
+    return {"val_macro_auroc_by_epoch": history, "train_s": round(time.perf_counter() - start, 1), "scores": best[1]}
 
 
 def macro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
@@ -128,6 +142,8 @@ def size_tertiles(table: pd.DataFrame, truth: np.ndarray, score: np.ndarray, fin
     out = {}
     for k, name in enumerate(findings):
         pos = truth[:, k] == 1
+        if pos.sum() < 3 or pos.all():  # too few positives (or negatives) to split into thirds
+            continue
         sizes = table[f"meta_size_{name}"].to_numpy(dtype=float)
         cuts = np.quantile(sizes[pos], [1 / 3, 2 / 3])
         bins = np.digitize(sizes, cuts)
@@ -220,25 +236,7 @@ def main() -> None:
 
     test = table[parts["test"]]
     truth_test, truth_b = truth[parts["test"]], table_b[[f"meta_true_{f}" for f in FINDINGS]].to_numpy()
-    models, shift = {}, {}
-    for result in trained:
-        scores = result.pop("scores")
-        score, score_b = scores["test"], scores["siteb"]
-        arch = result["arch"]
-        models[arch] = {
-            **result,
-            "test_auroc": {f: round(float(roc_auc_score(truth_test[:, k], score[:, k])), 3)
-                           for k, f in enumerate(FINDINGS)},
-            "test_macro_auroc": round(macro_auroc(truth_test, score), 3),
-            "size_tertile_auroc": size_tertiles(test, truth_test, score),
-        }
-        # Site shift: the site-A model on site-A test patients vs all site-B patients.
-        drop, ci = shift_interval(test["patient_id"].to_numpy(), truth_test, score,
-                                  table_b["patient_id"].to_numpy(), truth_b, score_b)
-        shift[arch] = {"site_a": round(macro_auroc(truth_test, score), 3),
-                       "site_b": round(macro_auroc(truth_b, score_b), 3), "drop": drop, "drop_ci": ci,
-                       "site_b_auroc": {f: round(float(roc_auc_score(truth_b[:, k], score_b[:, k])), 3)
-                                        for k, f in enumerate(FINDINGS)}}
+    models, shift = score_models(trained, test, truth_test, table_b, truth_b, FINDINGS)
     result = {"claim": __doc__.splitlines()[0], "command": command_line("bench_phantom_learnability.py"),
               "stamp": stamp(), "machine": machine_info(load_average=[round(v, 2) for v in os.getloadavg()]),
               "data": {"site_a_images": len(table), "site_a_patients": int(table["patient_id"].nunique()),
@@ -271,6 +269,41 @@ def keep_earlier(result: dict, archs: list[str], skipped_finetune: bool) -> None
         result.setdefault("kept_from", {})["finetune"] = earlier.get("stamp")
 
 
+def score_models(trained: list[dict], test: pd.DataFrame, truth_test: np.ndarray, table_b: pd.DataFrame,
+                 truth_b: np.ndarray, findings) -> tuple[dict, dict]:
+    """Per model: test AUROC per finding, macro, by size tertile; and its site shift (site-A test vs site B)."""
+    models, shift = {}, {}
+    for result in trained:
+        scores = result.pop("scores")
+        score, score_b = scores["test"], scores["siteb"]
+        arch = result["arch"]
+        models[arch] = {
+            **result,
+            "test_auroc": {f: round(float(roc_auc_score(truth_test[:, k], score[:, k])), 3)
+                           for k, f in enumerate(findings)},
+            "test_macro_auroc": round(macro_auroc(truth_test, score), 3),
+            "size_tertile_auroc": size_tertiles(test, truth_test, score, findings),
+        }
+        # Site shift: the site-A model on site-A test patients vs all site-B patients.
+        drop, ci = shift_interval(test["patient_id"].to_numpy(), truth_test, score,
+                                  table_b["patient_id"].to_numpy(), truth_b, score_b)
+        shift[arch] = {"site_a": round(macro_auroc(truth_test, score), 3),
+                       "site_b": round(macro_auroc(truth_b, score_b), 3), "drop": drop, "drop_ci": ci,
+                       "site_b_auroc": {f: round(float(roc_auc_score(truth_b[:, k], score_b[:, k])), 3)
+                                        for k, f in enumerate(findings)}}
+    return models, shift
+
+
+def print_size_and_shift(models: dict, site_shift: dict) -> None:
+    for m in models:
+        print(f"\nAUROC by size tertile ({m}): small / middle / large")
+        for f, row in models[m]["size_tertile_auroc"].items():
+            print(f"  {f:22s} {row['small']:.3f} / {row['middle']:.3f} / {row['large']:.3f}   cuts {row['size_cuts']}")
+    print("\nsite shift: site-A model, macro AUROC on site-A test vs site B (patient bootstrap 95% CI)")
+    for m, s in site_shift.items():
+        print(f"  {m[:18]:18s} A {s['site_a']:.3f}  B {s['site_b']:.3f}  drop {s['drop']:.3f} {s['drop_ci']}")
+
+
 def print_tables(result: dict) -> None:
     models = result["models"]
     print(f"per-finding test AUROC (pixel truth), 64 px, {result['data']['split_images']} images")
@@ -278,13 +311,7 @@ def print_tables(result: dict) -> None:
     for f in FINDINGS:
         print(f"  {f:18s} {TARGETS[f]:6.2f} " + " ".join(f"{models[m]['test_auroc'][f]:14.3f}" for m in models))
     print(f"  {'macro':18s} {'':6s} " + " ".join(f"{models[m]['test_macro_auroc']:14.3f}" for m in models))
-    for m in models:
-        print(f"\nAUROC by size tertile ({m}): small / middle / large")
-        for f, row in models[m]["size_tertile_auroc"].items():
-            print(f"  {f:18s} {row['small']:.3f} / {row['middle']:.3f} / {row['large']:.3f}   cuts {row['size_cuts']}")
-    print("\nsite shift: site-A model, macro AUROC on site-A test vs site B (patient bootstrap 95% CI)")
-    for m, s in result["site_shift"].items():
-        print(f"  {m[:14]:14s} A {s['site_a']:.3f}  B {s['site_b']:.3f}  drop {s['drop']:.3f} {s['drop_ci']}")
+    print_size_and_shift(models, result["site_shift"])
     ft = result["finetune"]
     if ft:
         print(f"\n{ft['command']}\n  test macro AUROC {ft['test_macro_auroc']}  "

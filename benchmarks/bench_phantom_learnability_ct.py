@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import command_line, machine_info, stamp  # noqa: E402
-from bench_phantom_learnability import macro_auroc, shift_interval, size_tertiles  # noqa: E402
+from bench_phantom_learnability import fit_and_score, print_size_and_shift, score_models  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantom_learnability_ct.json"
 ARCHS = {"cnn3d": 2e-3, "r3d_18_lite": 1e-3}  # name: peak learning rate (one-cycle)
@@ -75,42 +74,15 @@ def train_and_score(job: dict) -> dict:
     data = np.load(job["arrays"])
     x_train, y_train = data["x_train"], data["y_train"]
     model = build(job["arch"], y_train.shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=job["lr"], weight_decay=0.05)
-    steps = job["epochs"] * int(np.ceil(len(x_train) / job["batch"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=job["lr"], total_steps=steps, pct_start=0.15)
-    rng = np.random.default_rng(job["seed"])
 
-    @torch.no_grad()
-    def predict(x: np.ndarray) -> np.ndarray:
-        model.eval()
-        return np.concatenate([torch.sigmoid(model(torch.from_numpy(x[i:i + 32]).float())).numpy()
-                               for i in range(0, len(x), 32)])
+    def batch(idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = torch.from_numpy(x_train[idx]).float()
+        if rng.integers(0, 2):  # left-right flip per batch: findings occur on either side
+            xb = xb.flip(-1)
+        return xb, torch.from_numpy(y_train[idx]).float()
 
-    best, history, start = (-1.0, None), [], time.perf_counter()
-    for epoch in range(job["epochs"]):
-        model.train()
-        order = rng.permutation(len(x_train))
-        for i in range(0, len(order), job["batch"]):
-            idx = order[i:i + job["batch"]]
-            flip = bool(rng.integers(0, 2))  # left-right flip per batch: findings occur on either side
-            xb = torch.from_numpy(x_train[idx]).float()
-            xb = xb.flip(-1) if flip else xb
-            yb = torch.from_numpy(y_train[idx]).float()
-            known = (yb >= 0).float()
-            loss = (torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb.clamp(min=0), reduction="none")
-                    * known).sum() / known.sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        val = macro_auroc(data["t_val"], predict(data["x_val"]))
-        history.append(round(val, 4))
-        print(f"{job['arch']} epoch {epoch + 1}: val macro AUROC {val:.3f} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
-        if best[1] is None or val > best[0]:  # a nan AUROC (no positives in val) keeps the first epoch
-            best = (val, {k: predict(data[f"x_{k}"]) for k in ("test", "siteb")})
     return {"arch": job["arch"], "epochs": job["epochs"], "lr": job["lr"], "batch": job["batch"],
-            "val_macro_auroc_by_epoch": history, "train_s": round(time.perf_counter() - start, 1), "scores": best[1]}
+            **fit_and_score(model, job, data, batch, lambda x: model(torch.from_numpy(x).float()), chunk=32)}
 
 
 def main() -> None:
@@ -161,20 +133,7 @@ def main() -> None:
 
     test = table[parts["test"]]
     truth_test, truth_b = truth[parts["test"]], table_b[[f"meta_true_{f}" for f in findings]].to_numpy()
-    models, shift = {}, {}
-    for result in trained:
-        scores = result.pop("scores")
-        score, score_b = scores["test"], scores["siteb"]
-        arch = result["arch"]
-        models[arch] = {**result,
-                        "test_auroc": {f: round(float(roc_auc_score(truth_test[:, k], score[:, k])), 3)
-                                       for k, f in enumerate(findings)},
-                        "test_macro_auroc": round(macro_auroc(truth_test, score), 3),
-                        "size_tertile_auroc": size_tertiles(test, truth_test, score, findings)}
-        drop, ci = shift_interval(test["patient_id"].to_numpy(), truth_test, score,
-                                  table_b["patient_id"].to_numpy(), truth_b, score_b)
-        shift[arch] = {"site_a": round(macro_auroc(truth_test, score), 3),
-                       "site_b": round(macro_auroc(truth_b, score_b), 3), "drop": drop, "drop_ci": ci}
+    models, shift = score_models(trained, test, truth_test, table_b, truth_b, findings)
     result = {"claim": __doc__.splitlines()[0], "command": command_line("bench_phantom_learnability_ct.py"),
               "stamp": stamp(), "machine": machine_info(load_average=[round(v, 2) for v in os.getloadavg()]),
               "data": {"site_a_volumes": len(table), "site_a_patients": int(table["patient_id"].nunique()),
@@ -190,13 +149,7 @@ def main() -> None:
     for f in findings:
         print(f"  {f:22s} " + " ".join(f"{models[m]['test_auroc'][f]:12.3f}" for m in models))
     print(f"  {'macro':22s} " + " ".join(f"{models[m]['test_macro_auroc']:12.3f}" for m in models))
-    for m in models:
-        print(f"\nAUROC by size tertile ({m}): small / middle / large")
-        for f, row in models[m]["size_tertile_auroc"].items():
-            print(f"  {f:22s} {row['small']:.3f} / {row['middle']:.3f} / {row['large']:.3f}   cuts {row['size_cuts']}")
-    print("\nsite shift: site-A model, macro AUROC on site-A test vs site B (patient bootstrap 95% CI)")
-    for m, s in shift.items():
-        print(f"  {m:12s} A {s['site_a']:.3f}  B {s['site_b']:.3f}  drop {s['drop']:.3f} {s['drop_ci']}")
+    print_size_and_shift(models, shift)
     print(f"\nwall {result['wall_s']} s; wrote {RESULTS}")
 
 
