@@ -272,6 +272,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     except GreenfmError as err:
         typer.secho(f"error: {err}", err=True, fg="red")
         sys.exit(2)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        typer.secho(f"error: {path_problem(err)}", err=True, fg="red")
+        sys.exit(2)
     except ABORT:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -284,6 +287,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         typer.echo("interrupted; finished work is kept (resume with --resume where the verb offers it)", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def path_problem(err: OSError) -> str:
+    """One line for a path the user named that cannot be used as given (a file where a folder goes, ...)."""
+    where = err.filename or "a path"
+    if isinstance(err, FileExistsError):
+        return f"{where}: exists and is not a folder where greenfm writes one; name another --out or remove it"
+    if isinstance(err, NotADirectoryError):
+        return f"{where}: part of this path is a file, not a folder; name another --out"
+    if isinstance(err, IsADirectoryError):
+        return f"{where}: is a folder where greenfm expects a file"
+    return f"{where}: permission denied ({err.strerror})"
 
 
 def _both(name: str) -> tuple[type[BaseException], ...]:

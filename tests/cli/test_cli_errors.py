@@ -130,3 +130,15 @@ def test_comparing_a_folder_that_is_not_a_study_names_it(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     code, _, err = run_cli(["evaluate", "compare", str(tmp_path / "a"), str(tmp_path / "a")], capsys)
     assert_one_line_error(code, err, "not a label-efficiency study", str(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("error", [FileExistsError(17, "File exists", "runs/split.csv"),
+                                   NotADirectoryError(20, "Not a directory", "runs/split.csv/run")])
+def test_an_out_path_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch, error):
+    # every verb that makes its --out folder meets this when --out names a file (a manifest, say)
+    def export(*_, **__):
+        raise error
+
+    monkeypatch.setattr("greenfm.api.export", export)
+    code, _, err = run_cli(["export", str(tmp_path), "--out", "x"], capsys)
+    assert_one_line_error(code, err, "runs/split.csv", "--out")

@@ -93,3 +93,16 @@ def test_the_report_shows_the_curation(tmp_path, capsys):
     summary = json.loads(out.with_name("curated.parquet.curation.json").read_text())
     assert "Keep ratio" in html and f"{summary['subset_rows']:,} of {summary['rows']:,}" in html
     assert np.isclose(summary["keep_fraction"], len(pd.read_parquet(out)) / summary["rows"])
+
+
+@pytest.mark.parametrize("verb", ["curate", "probe"])
+def test_a_bad_label_row_does_not_point_to_an_option_the_verb_lacks(tmp_path, capsys, verb):
+    manifest = _inputs(tmp_path)
+    manifest.loc[3, "rare"] = 2
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    flag = "--data" if verb == "curate" else "--labels"
+    code, _, err = _run([verb, "--embeddings", str(tmp_path / "emb.parquet"), flag, str(tmp_path / "manifest.csv"),
+                         "--out", str(tmp_path / "s.csv")], capsys)  # fmt: skip
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "row 5" in lines[0]
+    assert "no --skip-bad" in lines[0] and "use --skip-bad" not in lines[0]

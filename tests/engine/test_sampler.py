@@ -57,3 +57,18 @@ def test_source_sampler_is_reseeded_per_epoch():
     s.set_epoch(1)
     s.set_epoch(0)
     assert list(s) == first
+
+
+def test_a_lone_last_image_is_left_out_a_different_one_each_epoch():
+    # a last batch of one would fail in BatchNorm (a 3-D ResNet's last stage: 1 value per channel)
+    sampler = EpochShardSampler(81, global_batch=8, seed=0)
+    assert sampler.steps_per_epoch() == 10 and len(sampler) == 80
+    left_out = set()
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == 80 and len(set(order)) == 80
+        left_out |= set(range(81)) - set(order)
+    assert len(left_out) > 1
+    assert len(EpochShardSampler(82, global_batch=8)) == 82  # a last batch of two is kept
+    assert len(EpochShardSampler(1, global_batch=8)) == 1  # a one-image set still trains

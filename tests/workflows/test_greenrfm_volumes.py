@@ -46,3 +46,10 @@ def test_ct_align_stage_with_a_3d_tower_and_zeroshot(ct_phantoms):
     result = run_zeroshot(ZeroshotConfig(model=str(root / "align"), data=str(manifest), cache=str(root / "cache"),
                                          split=None, resamples=0, readout="classifier"), root / "zs")  # fmt: skip
     assert result["metrics"].n_classes == len(config["metadata"]["findings"])
+    # export writes 2-D image models only: a 3-D run is refused in one line naming it, nothing written
+    from greenfm.errors import BadInputError
+    from greenfm.export import export_model
+
+    with pytest.raises(BadInputError, match="3-D .*run folder itself"):
+        export_model(root / "align", root / "model")
+    assert not (root / "model").exists()

@@ -147,6 +147,8 @@ def test_an_interrupted_study_continues_without_redoing_finished_work(phantom_sp
 def test_an_unknown_recipe_or_a_split_less_manifest_is_one_line(phantom_split, cache_root, tmp_path):
     with pytest.raises(ConfigError, match="unknown method 'bogus'; valid: .*clip"):
         run_scaling(_config(phantom_split, cache_root, recipe=["bogus"]), tmp_path / "a", echo=lambda _: None)
+    with pytest.raises(ConfigError, match="greenrfm trains in stages.*--recipe supervised"):  # before any work
+        run_scaling(_config(phantom_split, cache_root, recipe=["clip", "greenrfm"]), tmp_path / "a", echo=lambda _: None)
     plain = tmp_path / "plain.csv"
     table = pd.read_csv(phantom_split).drop(columns="split")
     table["path"] = [str(phantom_split.parent / p) for p in table["path"]]

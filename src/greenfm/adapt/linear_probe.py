@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 import greenfm
 from greenfm.config import GreenfmConfig, build_config
 from greenfm.data.embeddings import Embeddings, align_embeddings, read_embeddings
-from greenfm.data.manifest import Manifest, assert_no_patient_leakage, finding_columns, load_manifest
+from greenfm.data.manifest import NO_SKIP_HINT, Manifest, assert_no_patient_leakage, finding_columns, load_manifest
 from greenfm.data.tasks import is_one_hot
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.evaluate.bootstrap import attach_intervals, bootstrap_columns, patient_resample_counts
@@ -336,7 +336,7 @@ def load_probe_inputs(
     else:
         manifest = (
             labels_manifest if isinstance(labels_manifest, Manifest)
-            else load_manifest(labels_manifest, check_files=False)
+            else load_manifest(labels_manifest, check_files=False, skip_hint=NO_SKIP_HINT)
         )  # fmt: skip
         table, manifest_hash = manifest.table, manifest.hash
         source = str(manifest.source) if manifest.source else None

@@ -107,14 +107,22 @@ class Manifest:
         return path
 
 
+SKIP_HINT = "use --skip-bad to skip them"
+NO_SKIP_HINT = "fix or remove those rows; this verb has no --skip-bad"
+
+
 def load_manifest(
     path: str | Path,
     *,
     skip_bad: bool = False,
     check_files: bool = True,
     file_check: Callable[[Path], None] | None = None,
+    skip_hint: str = SKIP_HINT,
 ) -> Manifest:
     """Read and validate a manifest; see the module docstring for the format.
+
+    ``skip_hint`` ends the error about bad rows: what the calling verb lets the user do
+    (the default names ``--skip-bad``; a verb without that option passes its own).
 
     ``file_check(path)`` may raise ``BadInputError`` for an unreadable file; by
     default the readers' cheap header probe is used when ``check_files`` is set.
@@ -191,7 +199,7 @@ def load_manifest(
 
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
-        hint = "; ".join(not_findings) if not_findings else "use --skip-bad to skip them"
+        hint = "; ".join(not_findings) if not_findings else skip_hint
         raise BadInputError(_summarise(problems, len(table)) + f" ({hint})", source=str(source))
     table = table.loc[~bad].reset_index(drop=True)
     if table.empty:

@@ -38,6 +38,10 @@ class EpochShardSampler(Sampler[int]):
         seed: seeds the order together with the epoch.
         drop_last: drop the last incomplete global batch.
         source: optional sampler whose draws define the epoch's order.
+
+    Without ``drop_last``, a last global batch of a single image is still dropped: BatchNorm
+    cannot train on one sample (a 3-D ResNet's last stage fails on it), and the image left
+    out changes from epoch to epoch with the shuffled order.
     """
 
     def __init__(
@@ -86,7 +90,15 @@ class EpochShardSampler(Sampler[int]):
         """Optimiser steps in one epoch."""
         if self.drop_last:
             return self.length // self.global_batch
-        return math.ceil(self.length / self.global_batch)
+        return math.ceil(self.used() / self.global_batch)
+
+    def used(self) -> int:
+        """Images drawn in one epoch: all, less an incomplete last batch (``drop_last``) or a lone last image."""
+        if self.drop_last:
+            return self.length // self.global_batch * self.global_batch
+        if self.length > 1 and self.length % self.global_batch == 1:
+            return self.length - 1
+        return self.length
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Select the epoch's order; ``skip`` drops this rank's first ``skip`` indices (resume)."""
@@ -103,8 +115,7 @@ class EpochShardSampler(Sampler[int]):
             if hasattr(self.source, "generator"):
                 self.source.generator = generator
             order = [int(i) for i in self.source]
-        if self.drop_last:
-            order = order[: self.steps_per_epoch() * self.global_batch]
+        order = order[: self.used()]
         # every rank gets as many indices: wrap around, as DistributedSampler pads
         target = math.ceil(len(order) / self.world_size) * self.world_size
         return (order * math.ceil(target / len(order)))[:target]
@@ -114,5 +125,4 @@ class EpochShardSampler(Sampler[int]):
         return iter(shard[self.skip :])
 
     def __len__(self) -> int:
-        used = self.steps_per_epoch() * self.global_batch if self.drop_last else self.length
-        return max(0, math.ceil(used / self.world_size) - self.skip)
+        return max(0, math.ceil(self.used() / self.world_size) - self.skip)

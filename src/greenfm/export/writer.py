@@ -77,6 +77,11 @@ def export_model(
         if not (out / CONFIG).is_file() or read_json(out / CONFIG).get("format") != EXPORT_FORMAT:
             raise BadInputError("is not a greenfm model export; refusing to overwrite it", source=str(out))
     found = resolve_contract(run, contract)
+    if found.is_volume:
+        raise BadInputError(
+            "is a 3-D (volume) model; greenfm export writes 2-D image models only (its reference check and "
+            "model card use an image). Use the run folder itself: embed, probe, zeroshot and retrieve load it",
+            source=str(run_dir))
     weights = run_weights(run, pool)
     with torch.random.fork_rng(devices=[]):
         model = build_model(weights.spec)

@@ -22,7 +22,7 @@ import torch
 
 from greenfm.curation import PrototypeCurator, scaled_max_per_cluster
 from greenfm.data.embeddings import read_embeddings
-from greenfm.data.manifest import load_manifest
+from greenfm.data.manifest import NO_SKIP_HINT, load_manifest
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.io_safety import atomic_output
 from greenfm.workflows.curate_config import CurateConfig
@@ -36,7 +36,7 @@ def run_curate(config: CurateConfig, out: str | Path, *, echo: Callable[[str], A
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: the subset manifest must end in .csv or .parquet")
-    manifest = load_manifest(config.data, check_files=False)
+    manifest = load_manifest(config.data, check_files=False, skip_hint=NO_SKIP_HINT)
     table = manifest.table
     if "split" in table.columns:
         table = table[table["split"].astype(str).isin(config.splits)]

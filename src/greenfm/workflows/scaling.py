@@ -52,6 +52,14 @@ INIT_KEY = "init"
 VOLATILE_TRAIN = ("threads", "num_workers", "progress_bar", "show_ledger", "track_energy", "country_iso_code")
 
 
+# Recipes trained in stages from several runs: a cell trains one run from one init.
+STAGED_RECIPES = {
+    "greenrfm": "recipe greenrfm trains in stages (image, text, then align from both stage-1 runs), and a "
+                "scaling cell trains one run from one init: scale its image stage with --recipe supervised, "
+                "or its alignment with --recipe unicl or clip",
+}
+
+
 def run_scaling(config: ScalingConfig, out: str | Path, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) a scaling study into ``out``; returns the summary ``write_results`` wrote."""
     from greenfm.workflows.inputs import load_checked_manifest
@@ -61,6 +69,8 @@ def run_scaling(config: ScalingConfig, out: str | Path, *, echo: Callable[[str],
     config = _absolute(config)
     for recipe in config.recipe:
         get_method(recipe)  # an unknown recipe lists the valid ones before any work
+        if recipe in STAGED_RECIPES:
+            raise ConfigError(STAGED_RECIPES[recipe])
     trainings = {recipe: cell_training(config, recipe) for recipe in config.recipe}
     notes = _evaluation_notes(config)
 
