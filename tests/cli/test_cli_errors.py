@@ -142,3 +142,15 @@ def test_an_out_path_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch, e
     monkeypatch.setattr("greenfm.api.export", export)
     code, _, err = run_cli(["export", str(tmp_path), "--out", "x"], capsys)
     assert_one_line_error(code, err, "runs/split.csv", "--out")
+
+
+def test_a_missing_model_path_is_not_found_not_a_missing_backbone(tmp_path):
+    from greenfm.errors import BadInputError
+    from greenfm.workflows.inputs import load_encoder
+
+    (tmp_path / "runs").mkdir()
+    for missing in (tmp_path / "runs" / "nope", tmp_path / "weights.safetensors"):
+        with pytest.raises(BadInputError, match="not found"):
+            load_encoder(missing)
+    with pytest.raises(BadInputError, match="needs --backbone"):  # a hub name is not a local path
+        load_encoder("timm/not-a-local-folder")

@@ -53,3 +53,11 @@ def _yaml(folder, text):
     path = folder / "pretrain.yaml"
     path.write_text(text)
     return path
+
+
+def test_a_tiny_backbone_keeps_its_own_size_unless_told():
+    # vit_tiny_test pretrained at 392 px (the METHODS default) took minutes per step on a laptop
+    from greenfm.workflows.towers import image_tower
+
+    assert image_tower("random", "vit_tiny_test", None).img_size == (32, 32)
+    assert image_tower("random", "vit_tiny_test", 64).img_size == (64, 64)

@@ -19,6 +19,9 @@ from greenfm.models.export import CONFIG_FILE, is_model_folder, load_exported_en
 log = logging.getLogger(__name__)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
 def load_encoder(model: str | Path, *, backbone: str | None = None, img_size: int | None = None) -> Encoder:
     """An encoder from a run folder, an export folder, a weights file (with ``backbone``) or a hub name.
 
@@ -36,6 +39,9 @@ def load_encoder(model: str | Path, *, backbone: str | None = None, img_size: in
                     return load_exported(folder).encoder
                 return load_exported_encoder(folder)
         raise BadInputError("neither a greenfm run folder (with exported/) nor an export folder", source=str(path))
+    looks_local = path.suffix in WEIGHT_SUFFIXES or (path.parent != Path(".") and path.parent.is_dir())
+    if str(model) != "random" and not path.exists() and looks_local:
+        raise BadInputError("not found (expected a run folder, a model folder or a weights file)", source=str(model))
     if backbone is None:
         raise BadInputError(
             "a weights file or hub name needs --backbone to name the architecture", source=str(model)

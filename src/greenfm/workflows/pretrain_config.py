@@ -40,7 +40,7 @@ class PretrainConfig(GreenfmConfig):
     img_size: int | None = Field(
         None,
         description="Input side in pixels (ViT position embeddings are resampled). Default: an --init model folder's "
-        "own size, else 392 (METHODS).",
+        "own size, else a greenfm tiny backbone's own (vit_tiny_test: 32), else 392 (METHODS).",
     )
     contract: str | None = Field(
         None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from greenfm.errors import ConfigError
-from greenfm.models.backbones import Encoder, create_encoder, encoder_spec, same_architecture
+from greenfm.models.backbones import TINY_CONFIGS, Encoder, create_encoder, encoder_spec, same_architecture
 from greenfm.models.export import (
     CONFIG_FILE,
     exported_tower_names,
@@ -52,7 +52,10 @@ def image_tower(init: str, backbone: str | None, img_size: int | None, *, option
             if img_size:
                 raise ConfigError(f"--img-size does not apply to the 3-D encoder {name}; the contract's size sets the crop")
             return create_encoder(name, weights=init)
-        return create_encoder(name, weights=init, img_size=img_size or DEFAULT_IMG_SIZE)
+        # greenfm's tiny configs carry their own size (vit_tiny_test: 32 px, as finetune builds it);
+        # other backbones take METHODS' 392 px
+        own = TINY_CONFIGS.get(name, {}).get("img_size")
+        return create_encoder(name, weights=init, img_size=img_size or own or DEFAULT_IMG_SIZE)
     encoder = load_encoder(init)
     if backbone is not None and not same_architecture(encoder_spec(backbone), encoder.spec):
         raise ConfigError(
