@@ -48,7 +48,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import command_line, machine_info  # noqa: E402
-from run_image_text_study import covid_manifest  # noqa: E402
+from run_image_text_study import data_sets  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curation_study.json"
 RUNS = ("curated", "full_equal_epochs", "full_equal_compute")
@@ -179,13 +179,7 @@ def main() -> None:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         cache = work / "cache"
-        sets = {}
-        if not args.only or "phantoms" in args.only:
-            sets["phantoms"] = phantom_manifest(work, args.patients)
-        if not args.only or "covid_notes" in args.only:
-            covid = covid_manifest(work)
-            if covid is not None:
-                sets["covid_notes"] = covid
+        sets = data_sets(work, args.only, lambda: phantom_manifest(work, args.patients))
         for name, data in sets.items():
             results[name] = {"train_prevalence": prevalence(data)}
             for kind in RUNS:

@@ -57,6 +57,18 @@ def phantom_manifest(root: Path, patients: int) -> Path:
     return root / "phantoms_split.csv"
 
 
+def data_sets(work: Path, only: list[str] | None, phantoms) -> dict[str, Path]:
+    """The study's data sets by name: ``phantoms()`` and the clinical-notes set (when present), or ``only`` those."""
+    sets = {}
+    if not only or "phantoms" in only:
+        sets["phantoms"] = phantoms()
+    if not only or "covid_notes" in only:
+        covid = covid_manifest(work)
+        if covid is not None:
+            sets["covid_notes"] = covid
+    return sets
+
+
 def covid_manifest(root: Path) -> Path | None:
     if not SHARED.is_dir():
         print(f"skipping covid_notes: {SHARED} is absent")
@@ -147,13 +159,7 @@ def main() -> None:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         cache = work / "cache"
-        sets = {}
-        if not args.only or "phantoms" in args.only:
-            sets["phantoms"] = phantom_manifest(work, args.patients)
-        if not args.only or "covid_notes" in args.only:
-            covid = covid_manifest(work)
-            if covid is not None:
-                sets["covid_notes"] = covid
+        sets = data_sets(work, args.only, lambda: phantom_manifest(work, args.patients))
         for name, data in sets.items():
             results[name] = {}
             for recipe in ("clip", "unicl"):
