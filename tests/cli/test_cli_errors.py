@@ -154,3 +154,8 @@ def test_a_missing_model_path_is_not_found_not_a_missing_backbone(tmp_path):
             load_encoder(missing)
     with pytest.raises(BadInputError, match="needs --backbone"):  # a hub name is not a local path
         load_encoder("timm/not-a-local-folder")
+    finetuned = tmp_path / "runs" / "ft"
+    (finetuned / "exported").mkdir(parents=True)
+    (finetuned / "exported" / "best.safetensors").write_bytes(b"")
+    with pytest.raises(BadInputError, match="fine-tuning run.*greenfm export"):
+        load_encoder(finetuned)

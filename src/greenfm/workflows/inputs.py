@@ -38,6 +38,9 @@ def load_encoder(model: str | Path, *, backbone: str | None = None, img_size: in
 
                     return load_exported(folder).encoder
                 return load_exported_encoder(folder)
+        if (path / "exported" / "best.safetensors").is_file():
+            raise BadInputError("is a fine-tuning run, whose exported/ holds weights only; run `greenfm export "
+                                f"{path} --out MODEL` and pass the model folder (2-D models)", source=str(path))
         raise BadInputError("neither a greenfm run folder (with exported/) nor an export folder", source=str(path))
     looks_local = path.suffix in WEIGHT_SUFFIXES or (path.parent != Path(".") and path.parent.is_dir())
     if str(model) != "random" and not path.exists() and looks_local:
