@@ -62,6 +62,9 @@ def test_stage_all_trains_three_runs_and_exports_unnormalised_latents(staged):
     assert not torch.allclose(latents.norm(dim=-1), torch.ones(2), atol=1e-3)  # raw latents, not unit vectors
     with pytest.raises(BadInputError, match="--stage text run, not an aligned"):
         ImageTextModel.from_export(out / "text")
+    from greenfm.workflows.inputs import load_image_text
+
+    assert load_image_text(out).findings == model.findings  # the --stage all folder stands for its align stage
 
 
 def test_stage_all_resumes_and_skips_finished_stages(staged, phantom_split, cache_root, text_folder, tmp_path):

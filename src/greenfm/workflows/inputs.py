@@ -61,6 +61,9 @@ def load_image_text(model: str | Path):
     from greenfm.models.image_text import ImageTextModel
 
     path = Path(str(model)).expanduser()
+    if path.is_dir() and not (path / "exported").is_dir() and (path / "align" / "exported").is_dir():
+        log.info("%s holds a staged run (--stage all): using its align stage, %s", path, path / "align")
+        path = path / "align"
     if is_model_folder(path):
         from greenfm.export.loader import load_exported
 
