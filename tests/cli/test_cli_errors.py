@@ -97,6 +97,12 @@ def test_unknown_label_value(images, capsys):
     assert_one_line_error(code, err, "effusion", "row 2")
 
 
+def test_a_numeric_bad_label_is_shown_as_written(images, capsys):
+    manifest = write_manifest(images, "path,patient_id,effusion\na.png,p1,2\nb.png,p2,\n")
+    code, _, err = run_cli(["data", "check", str(manifest)], capsys)
+    assert_one_line_error(code, err, "effusion='2'", "row 2")
+
+
 def test_truncated_dicom(tmp_path, capsys):
     pydicom_data = pytest.importorskip("pydicom.data")
     source = Path(pydicom_data.get_testdata_file("CT_small.dcm")).read_bytes()

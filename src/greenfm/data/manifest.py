@@ -167,7 +167,7 @@ def load_manifest(
             not_findings.append(f"column '{col}' ({examples}, ...) looks like no finding: rename it "
                                 f"'{META_PREFIX}{col}' to carry it along, never as a label")  # fmt: skip
         for i in np.flatnonzero(invalid.to_numpy()):
-            flag(int(i), f"label {col}='{table[col].iat[int(i)]}' is not 1, 0, -1 or empty")
+            flag(int(i), f"label {col}='{_as_written(table[col].iat[int(i)])}' is not 1, 0, -1 or empty")
         table[col] = values.astype("float32")
     if "split" in table.columns:
         split = table["split"].astype("string").str.strip().str.lower()
@@ -206,6 +206,13 @@ def load_manifest(
         reason = f"no usable rows (first: {problems[0]})" if problems else "the manifest is empty"
         raise BadInputError(reason + (f"; {'; '.join(not_findings)}" if not_findings else ""), source=str(source))
     return Manifest(table, findings, source, problems)
+
+
+def _as_written(value: object) -> str:
+    """A cell as the file most likely wrote it: pandas reads a column of numbers and blanks as floats ("2" -> 2.0)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def finding_columns(table: pd.DataFrame) -> list[str]:
