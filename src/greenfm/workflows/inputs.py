@@ -15,11 +15,9 @@ from greenfm.data.volume_dataset import VolumeDataset
 from greenfm.errors import BadInputError, ConfigError
 from greenfm.models.backbones import Encoder, create_encoder
 from greenfm.models.export import CONFIG_FILE, is_model_folder, load_exported_encoder
+from greenfm.models.weights import WEIGHT_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
 def load_encoder(model: str | Path, *, backbone: str | None = None, img_size: int | None = None) -> Encoder:

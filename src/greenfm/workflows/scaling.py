@@ -52,14 +52,6 @@ INIT_KEY = "init"
 VOLATILE_TRAIN = ("threads", "num_workers", "progress_bar", "show_ledger", "track_energy", "country_iso_code")
 
 
-# Recipes trained in stages from several runs: a cell trains one run from one init.
-STAGED_RECIPES = {
-    "greenrfm": "recipe greenrfm trains in stages (image, text, then align from both stage-1 runs), and a "
-                "scaling cell trains one run from one init: scale its image stage with --recipe supervised, "
-                "or its alignment with --recipe unicl or clip",
-}
-
-
 def run_scaling(config: ScalingConfig, out: str | Path, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) a scaling study into ``out``; returns the summary ``write_results`` wrote."""
     from greenfm.workflows.inputs import load_checked_manifest
@@ -68,9 +60,12 @@ def run_scaling(config: ScalingConfig, out: str | Path, *, echo: Callable[[str],
     out = Path(out)
     config = _absolute(config)
     for recipe in config.recipe:
-        get_method(recipe)  # an unknown recipe lists the valid ones before any work
-        if recipe in STAGED_RECIPES:
-            raise ConfigError(STAGED_RECIPES[recipe])
+        stages = get_method(recipe).stages  # an unknown recipe lists the valid ones before any work
+        if stages:  # a cell trains one run from one init; a staged recipe chains several runs
+            raise ConfigError(
+                f"recipe {recipe} trains in stages ({', '.join(stages)}) from several runs, and a scaling cell "
+                "trains one run from one init: scale one stage's objective as a recipe of its own (an image "
+                "stage: --recipe supervised; an alignment: --recipe unicl or clip)")
     trainings = {recipe: cell_training(config, recipe) for recipe in config.recipe}
     notes = _evaluation_notes(config)
 
