@@ -256,6 +256,7 @@ def embed(
     img_size: int | None = None,
     pool: str | None = None,
     contract: str | None = None,
+    modality: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
@@ -272,6 +273,8 @@ def embed(
     patient_id, path and the vector; its metadata records model, pool and contract.
     ``model="random"`` with a ``backbone`` embeds with a random init drawn from ``seed``
     (a baseline); ``threads`` / ``num_workers`` (None: chosen from the machine) as in training.
+    ``modality`` names the data's modality where the manifest does not (it picks the default
+    contract, as in ``finetune``).
     """
     _must_exist(data, "manifest")  # before the heavy imports: a typo costs no torch start-up
     import torch
@@ -284,7 +287,7 @@ def embed(
     torch.manual_seed(seed)  # a random init (model="random") follows the seed
     encoder = load_encoder(model, backbone=backbone, img_size=img_size)
     manifest = load_checked_manifest(data, skip_bad=skip_bad)
-    the_contract = encoder_contract(encoder, contract, data=manifest)
+    the_contract = encoder_contract(encoder, contract, modality=modality, data=manifest)
     dataset = image_dataset(manifest, the_contract, cache_root=cache or default_cache_root(), skip_bad=skip_bad, labels=False)
     plan = resolve_threads(threads, num_workers, device_type=resolve_device(device).type)
     with torch_threads(plan.threads):

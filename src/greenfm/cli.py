@@ -151,7 +151,8 @@ def embed(
     backbone: Optional[str] = typer.Option(None, help="Architecture, when --model is a weights file, hub name or 'random' (a timm name, or vit_tiny_test: greenfm's 64 px test ViT)."),
     img_size: Optional[int] = typer.Option(None, help="Input side, when --model is a weights file or hub name."),
     pool: Optional[str] = typer.Option(None, help="mean-all-tokens (default for ViTs), mean-patch-tokens or cls."),
-    contract: Optional[str] = typer.Option(None, help=f"Preprocessing contract: a preset ({CONTRACT_PRESETS}) or a JSON file (default: the model's own)."),
+    contract: Optional[str] = typer.Option(None, help=f"Preprocessing contract: a preset ({CONTRACT_PRESETS}) or a JSON file (default: the model's own, else one for the data's modality, printed)."),
+    modality: Optional[str] = typer.Option(None, help="The data's modality (xray, fundus, us, ct, mri, ...) where the manifest has no meta_modality; picks the default contract."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), 32, bf16 or 16."),
@@ -163,7 +164,7 @@ def embed(
 ) -> None:
     """Embed every image of a manifest into a Parquet file (id, patient_id, path, vector)."""
     _api().embed(model=model, data=data, out=out, backbone=backbone, img_size=img_size, pool=pool, contract=contract,
-                 batch_size=batch_size, device=device, precision=precision, cache=cache, num_workers=num_workers,
+                 modality=modality, batch_size=batch_size, device=device, precision=precision, cache=cache, num_workers=num_workers,
                  threads=threads, seed=seed, skip_bad=skip_bad)
 
 

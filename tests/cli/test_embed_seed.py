@@ -40,3 +40,15 @@ def test_random_init_embeddings_follow_the_seed(tmp_path):
     other = _embed(tmp_path, manifest, "c", "--seed", "1")
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
+
+
+def test_modality_picks_the_default_contract_where_the_manifest_names_none(tmp_path):
+    from greenfm.data.embeddings import read_embeddings
+
+    manifest = _manifest(tmp_path)
+    _embed(tmp_path, manifest, "xray", "--modality", "xray")
+    _embed(tmp_path, manifest, "unnamed")
+    xray = read_embeddings(tmp_path / "xray.parquet").metadata["contract"]
+    unnamed = read_embeddings(tmp_path / "unnamed.parquet").metadata["contract"]
+    assert xray["modality"] == "xray" and xray["mean"] == [0.4978] * 3  # cxr-medpeft
+    assert unnamed["modality"] == "other" and unnamed["mean"] == [0.5] * 3  # rfg, labelled "other"

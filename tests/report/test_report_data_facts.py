@@ -57,8 +57,57 @@ def test_a_study_reports_the_compute_its_cells_measured(tmp_path):
     assert study_compute(tmp_path / "empty") is None
 
 
+def test_a_staged_run_and_a_scaling_study_report_their_sub_runs_compute(tmp_path):
+    import json
+
+    import yaml
+
+    from greenfm.report.runs import read_run
+
+    def ledger(folder, hours):
+        folder.mkdir(parents=True)
+        (folder / "compute.json").write_text(json.dumps(
+            {"device_hours": hours, "wall_time_s": 10.0, "total_training_flops": 1e9, "device_type": "cpu"}))
+
+    staged = tmp_path / "greenrfm"
+    for stage, hours in (("image", 0.01), ("text", 0.02), ("align", 0.04)):
+        ledger(staged / stage, hours)
+    ledger(staged / "elsewhere", 1.0)  # not a stage the run lists: not summed
+    (staged / "config.yaml").write_text(yaml.safe_dump({"stages": ["image", "text", "align"]}))
+    run = read_run(staged)
+    assert abs(run.compute["device_hours"] - 0.07) < 1e-12 and run.compute["runs"] == 3
+    assert "compute" not in run.missing and "image/compute.json" in run.compute["summed_over"]
+    scaling = tmp_path / "scaling"
+    for cell in ("unicl-n100", "unicl-n200"):
+        ledger(scaling / "cells" / cell, 0.5)
+    assert read_run(scaling).compute["device_hours"] == 1.0
+    (tmp_path / "bare").mkdir()
+    assert read_run(tmp_path / "bare").compute is None
+
+
 def test_the_summary_names_the_architecture_the_run_trained():
     spec = {"name": "vit_small_patch14_reg4_dinov2", "kwargs": {"embed_dim": 64, "depth": 4, "patch_size": 8}}
     run = RunArtifacts(root=None, name="tr", record={"backbone": "vit_small_patch14_reg4_dinov2",
                                                      "towers": {"image": spec}})  # fmt: skip
     assert run.encoder_name == "vit_small_patch14_reg4_dinov2 (width 64, depth 4, patch 8)"
+
+
+def test_a_3d_run_is_named_by_greenfm_not_by_the_torchvision_model_it_adapts():
+    from greenfm.models.video3d import r3d_spec
+
+    run = RunArtifacts(root=None, name="3d", record={"towers": {"image": r3d_spec("r3d_18_lite")}})
+    assert run.encoder_name == "r3d_18_lite"
+    assert RunArtifacts(root=None, name="3d", record={"towers": {"image": r3d_spec("r3d_18")}}).encoder_name == "r3d_18"
+
+
+def test_a_results_file_stands_for_the_run_folder_that_holds_it(tmp_path):
+    from greenfm.report.runs import read_run
+
+    run_dir = tmp_path / "curate-run"
+    run_dir.mkdir()
+    (run_dir / "probe.json").write_text('{"macro_auroc": 0.7}')
+    run = read_run(run_dir / "probe.json")
+    assert run.root == run_dir and run.name == "curate-run" and run.probe == {"macro_auroc": 0.7}
+    from greenfm.report.html import _unique_names
+
+    assert _unique_names([run_dir / "probe.json"]) == ["curate-run"]

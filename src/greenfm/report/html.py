@@ -145,6 +145,7 @@ def stylesheet() -> str:
 
 def _unique_names(paths: list[Path]) -> list[str]:
     """Folder names, with the parent prepended where two runs share a name."""
+    paths = [p.parent if p.is_file() else p for p in paths]  # a file stands for its run folder (read_run)
     names = [p.resolve().name for p in paths]
     clashes = {n for n, k in Counter(names).items() if k > 1}
     out = [

@@ -161,8 +161,12 @@ def find_artifact(root: Path, *names: str, nested: bool = True) -> Path | None:
 
 
 def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
-    """Read a run folder; only a folder that does not exist is an error."""
+    """Read a run folder (a file in one, such as ``curation.json``, stands for its folder);
+    only a path that does not exist is an error."""
     root = Path(path)
+    if root.is_file():
+        log.info("%s is a file: reporting on the run folder that holds it, %s", root, root.parent)
+        root = root.parent
     if not root.is_dir():
         raise BadInputError("run folder not found", source=str(root))
     run = RunArtifacts(root=root, name=name or root.resolve().name)
@@ -209,8 +213,8 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
 
     run.comparison = _read(run, "comparison", find_artifact(root, "study_comparison.json", nested=False),
                            _json_mapping, None)  # fmt: skip
-    if run.compute is None and run.label_efficiency is not None:
-        run.compute = study_compute(root)
+    if run.compute is None:  # a study or a staged run: its runs' ledgers, summed
+        run.compute = study_compute(root, run.config)
         if run.compute is not None:
             run.missing.pop("compute", None)
 
@@ -242,32 +246,42 @@ def read_run(path: str | Path, *, name: str | None = None) -> RunArtifacts:
 
 def describe_spec(spec: dict[str, Any]) -> str:
     """A timm name, with the size kwargs that make it another model (greenfm's ``vit_tiny_test`` is
-    ``vit_small_patch14_reg4_dinov2`` at width 64, depth 4, patch 8: not a ViT-S)."""
+    ``vit_small_patch14_reg4_dinov2`` at width 64, depth 4, patch 8: not a ViT-S); greenfm's own name
+    where the spec carries one (``r3d_18_lite`` is torchvision's ``r3d_18`` with a k4s4 stem)."""
     kwargs = spec.get("kwargs") if isinstance(spec.get("kwargs"), dict) else {}
     shape = [f"{label} {kwargs[key]}" for key, label in (("embed_dim", "width"), ("depth", "depth"),
                                                          ("patch_size", "patch")) if key in kwargs]  # fmt: skip
-    return f"{spec['name']} ({', '.join(shape)})" if shape else str(spec["name"])
+    name = spec.get("greenfm_name") if isinstance(spec.get("greenfm_name"), str) else spec["name"]
+    return f"{name} ({', '.join(shape)})" if shape else str(name)
 
 
-def study_compute(root: Path) -> dict[str, Any] | None:
-    """A label-efficiency study's ledger: its fine-tuned cells' ``runs/*/compute.json`` summed (what the
-    study printed); a sum with any cell unmeasured is unavailable, never partial. None without cells."""
+def study_compute(root: Path, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The summed ledger of a folder whose work ran in sub-runs: a label-efficiency study's fine-tuned
+    cells (``runs/*/compute.json``), a scaling study's pretraining cells (``cells/*/compute.json``) or
+    a staged ``--stage all`` run's stages (``<stage>/compute.json``, the stages its ``config.yaml``
+    lists). A sum with any sub-run unmeasured is unavailable, never partial. None without sub-runs."""
     from greenfm.engine.ledger import UNAVAILABLE, ledger_totals
 
-    ledgers = []
-    for path in sorted((root / "runs").glob("*/compute.json")):
-        try:
-            ledgers.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+    stages = (config or {}).get("stages")
+    patterns = ["runs/*/compute.json", "cells/*/compute.json"]
+    patterns += [f"{stage}/compute.json" for stage in stages if isinstance(stage, str)] if isinstance(stages, list) else []
+    ledgers, found = [], []
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            try:
+                ledgers.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+            if pattern not in found:
+                found.append(pattern)
     if not ledgers:
         return None
     totals = ledger_totals(ledgers)
     first = ledgers[0]
-    reasons = {k: "a fine-tuned cell did not measure it" for k, v in totals.items() if v == UNAVAILABLE}
+    reasons = {k: "a summed run did not measure it" for k, v in totals.items() if v == UNAVAILABLE}
     return {**totals, "device_type": first.get("device_type"), "device_name": first.get("device_name"),
             "device_count": first.get("device_count", 1), "energy_method": first.get("energy_method"),
-            "unavailable": reasons, "summed_over": f"{len(ledgers)} fine-tuned cell(s) (runs/*/compute.json)"}
+            "unavailable": reasons, "summed_over": f"{len(ledgers)} run(s) ({', '.join(found)})"}
 
 
 def _predictions_path(run: RunArtifacts) -> Path | None:
