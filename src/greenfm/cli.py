@@ -70,7 +70,7 @@ def data_phantoms(
     out: Path = typer.Option(..., "--out", help="Folder to write images and manifest.csv into."),
     kind: str = typer.Option("cxr", help="cxr (2D chest radiographs) or ct (3D chest CT in HU)."),
     patients: int = typer.Option(200, help="Number of synthetic patients (1-4 studies each)."),
-    size: Optional[int] = typer.Option(None, help="Image side in pixels (cxr, default 128) or in-plane voxels (ct, default 96)."),
+    size: Optional[int] = typer.Option(None, help="Image side in pixels (cxr, default 128) or in-plane voxels (ct, default 96; the chest and its lesions scale with it)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives identical files."),
     site: str = typer.Option("A", help="Acquisition profile: A outpatient clinic, B wards/ICU bedside AP, C screening centre."),
     images_per_patient: Tuple[int, int] = typer.Option((1, 4), help="Minimum and maximum studies per patient."),

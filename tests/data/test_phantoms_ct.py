@@ -80,6 +80,27 @@ def test_ct_findings_grow_with_their_recorded_size(base):
     assert 0 < consolidations[0] < consolidations[1] < consolidations[2]
 
 
+def test_lesions_scale_with_the_chest_so_a_small_volume_shows_the_same_study():
+    """The chest fills the field at any size, so lesions planned for 96 voxels shrink with a smaller grid."""
+    rows = {}
+    for size in (96, 32):
+        rows[size] = pd.DataFrame([row for i in range(30)
+                                   for row, _, _ in ct_patient(np.random.default_rng([8, i]), f"p{i}", 2, SITE, size)])
+    big, small = rows[96], rows[32]
+    assert (big["report"] != "").all() and list(big.columns) == list(small.columns)
+    for name in ("pleural_effusion", "consolidation", "pericardial_effusion"):
+        drawn = big[f"meta_true_{name}"] == 1
+        assert drawn.any() and (small[f"meta_true_{name}"] == big[f"meta_true_{name}"]).all()
+        ratio = small.loc[drawn, f"meta_size_{name}"] / big.loc[drawn, f"meta_size_{name}"]
+        assert np.allclose(ratio, 1 / 3, atol=0.02), name  # sizes are rounded to 0.1 mm
+    nodules = small["meta_true_lung_nodule"] == 1
+    assert small.loc[nodules, "meta_size_lung_nodule"].between(4.5, 9.0 * 1.1).all()  # 3-6 voxels, +3% a study
+    assert big.loc[nodules, "meta_size_lung_nodule"].between(6.0, 20.0 * 1.1).all()
+    grades = re.compile(r"\b(small|moderate|large)\b")  # effusion grades go by the planned size, not the mm drawn
+    assert [grades.findall(t) for t in big["report"]] == [grades.findall(t) for t in small["report"]]
+    assert any(grades.findall(t) for t in big["report"])
+
+
 def test_files_are_ras_nifti_with_spacing_and_byte_identical(tmp_path):
     a = generate_phantoms(tmp_path / "a", kind="ct", n_patients=2, size=48, seed=5)
     b = generate_phantoms(tmp_path / "b", kind="ct", n_patients=2, size=48, seed=5)
@@ -116,7 +137,7 @@ def test_course_prevalence_and_reports():
         assert table.loc[drawn, f"meta_size_{name}"].notna().all()
         assert table.loc[~drawn, f"meta_size_{name}"].isna().all()
         assert table.loc[drawn, f"meta_contrast_{name}"].notna().all()
-    assert table.loc[table["meta_true_lung_nodule"] == 1, "meta_size_lung_nodule"].min() >= 6.0
+    assert table.loc[table["meta_true_lung_nodule"] == 1, "meta_size_lung_nodule"].min() >= 4.5  # 3 voxels
     nodules = table.loc[table["lung_nodule"] == 1, "report"]
     assert all(re.search(r"lobe", text) for text in nodules)
     emphysema = table.loc[table["emphysema"] == 1, "report"]

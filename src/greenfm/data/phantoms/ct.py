@@ -7,9 +7,14 @@ effusions and consolidation come and go. Volumes are written as int16 HU NIfTI
 with an RAS+ affine and the 1.5 x 1.5 x 3 mm spacing, byte-identical for the same
 seed (the gzip header carries no time stamp).
 
-Every drawn finding is at least a few voxels across; sizes and contrasts (the
+Sizes and contrasts (the
 ``meta_size_<finding>`` and ``meta_contrast_<finding>`` columns; contrast is the
-HU difference from the tissue the finding replaces) are:
+HU difference from the tissue the finding replaces) are, for the default
+96-voxel volume (the chest fills the field, so at other sizes every length below
+scales by ``size / 96``, with nodules at least 3 voxels across (4.5 mm; a nodule
+smaller than the grid can show is not drawn) and their sizes still spread 2x; at
+small sizes the thinnest findings (pericardial fluid) fall below two voxels, as a
+coarse scan would show them; the recorded sizes are mm of the volume written):
 
 ====================  ==================================  ==================================
 finding               appearance                          size / contrast
@@ -35,11 +40,16 @@ import nibabel as nib
 import numpy as np
 
 from greenfm.data.phantoms.course import CT_FINDINGS, Lesion, sample_course
-from greenfm.data.phantoms.ct_draw import SPACING_MM, CtAnatomy, CtStudy, lung_mask, render_ct, sample_ct_anatomy
+from greenfm.data.phantoms.ct_draw import (
+    SPACING_MM, CtAnatomy, CtStudy, lesion_scale, lung_mask, render_ct, sample_ct_anatomy,
+)
 from greenfm.data.phantoms.phrases_ct import CT_STYLE
 from greenfm.data.phantoms.reading import DEFAULT_READER_ERROR, Reading, read_finding
 from greenfm.data.phantoms.reports import ReportContext, write_report
 from greenfm.data.phantoms.sites import SiteProfile
+
+NODULE_MIN_VOXELS = 3
+"""A nodule is drawn at least this many voxels across (as the radiographs' are about 3.5 px at 64 px)."""
 
 CT_FINDING_IDS = ("lung_nodule", "pleural_effusion", "consolidation", "pericardial_effusion", "emphysema",
                   "cardiomegaly")
@@ -52,7 +62,7 @@ def ct_patient(
 ) -> list[tuple[dict, np.ndarray, tuple[float, float, float]]]:
     """One patient's volumes as (manifest row without ``path``, (z, y, x) int16 HU volume, spacing) triples."""
     course = sample_course(rng, CT_FINDINGS, n_studies, site)
-    studies = plan_patient(rng, course)
+    studies = plan_patient(rng, course, size)
     female = bool(rng.random() < 0.5)
     age = int(np.clip(rng.normal(site.age_mean, 12), 25, 95))
     day, gap, prior, out = 0, 0, None, []
@@ -85,24 +95,29 @@ def ct_patient(
     return out
 
 
-def plan_patient(rng: np.random.Generator, course: np.ndarray) -> list[CtStudy]:
-    """One ``CtStudy`` per row of ``course`` (presence per study; columns as ``CT_FINDINGS``)."""
+def plan_patient(rng: np.random.Generator, course: np.ndarray, size: int = 96) -> list[CtStudy]:
+    """One ``CtStudy`` per row of ``course`` (presence per study; columns as ``CT_FINDINGS``).
+
+    Lengths are mm of a ``size``-voxel volume (``lesion_scale``).
+    """
     col = {spec.name: k for k, spec in enumerate(CT_FINDINGS)}
+    s = lesion_scale(size)
     an = sample_ct_anatomy(rng)
     big_heart = float(rng.uniform(1.2, 1.5))
-    nodules = [_sample_nodule(rng, an) for _ in range(1 + int(rng.random() < 0.3))]
+    nodules = [_sample_nodule(rng, an, s) for _ in range(1 + int(rng.random() < 0.3))]
     emphysema = float(np.exp(rng.uniform(np.log(0.08), np.log(0.35))))
     studies, effusions = [], ()
     for t, row in enumerate(course):
         if row[col["pleural_effusion"]]:
             if not effusions or rng.random() < 0.2:
                 sides = (-1, 1) if rng.random() < 0.35 else ((-1,) if rng.random() < 0.55 else (1,))
-                effusions = tuple((s, float(np.exp(rng.uniform(np.log(8.0), np.log(60.0))))) for s in sides)
+                effusions = tuple((side, s * float(np.exp(rng.uniform(np.log(8.0), np.log(60.0))))) for side in sides)
             else:
-                effusions = tuple((s, float(np.clip(d * rng.uniform(0.7, 1.4), 8, 60))) for s, d in effusions)
+                effusions = tuple((side, float(np.clip(d * rng.uniform(0.7, 1.4), 8 * s, 60 * s)))
+                                  for side, d in effusions)
         else:
             effusions = ()
-        consolidations = tuple(_sample_consolidation(rng, an) for _ in range(1 + int(rng.random() < 0.2))) \
+        consolidations = tuple(_sample_consolidation(rng, an, s) for _ in range(1 + int(rng.random() < 0.2))) \
             if row[col["consolidation"]] else ()
         studies.append(CtStudy(
             anatomy=an,
@@ -111,7 +126,7 @@ def plan_patient(rng: np.random.Generator, course: np.ndarray) -> list[CtStudy]:
             if row[col["lung_nodule"]] else (),
             effusions=effusions,
             consolidations=consolidations,
-            pericardial_mm=float(np.exp(rng.uniform(np.log(6.0), np.log(20.0)))) if row[col["pericardial_effusion"]]
+            pericardial_mm=s * float(np.exp(rng.uniform(np.log(6.0), np.log(20.0)))) if row[col["pericardial_effusion"]]
             else 0.0,
             emphysema=emphysema if row[col["emphysema"]] else 0.0,
             seed=int(rng.integers(2**63)),
@@ -125,14 +140,14 @@ def describe_study(study: CtStudy, size: int) -> dict[str, list[Lesion]]:
     ``size_mm`` and ``contrast`` fill ``meta_size_*`` and ``meta_contrast_*`` (see the module docstring).
     """
     out: dict[str, list[Lesion]] = {name: [] for name in CT_FINDING_IDS}
-    an = study.anatomy
+    an, s = study.anatomy, lesion_scale(size)  # grades go by the planned size (mm in the 96-voxel chest)
     for x, y, z, diameter, solid in study.nodules:
         out["lung_nodule"].append(Lesion(
             "lung_nodule", side=_side(x), zone=_lobe(x, y, z, an), grade="solid" if solid else "ground-glass",
             size_mm=round(diameter, 1), contrast=885.0 if solid else 300.0))
     sides = {s for s, _ in study.effusions}
     for side, depth in study.effusions:
-        grade = "small" if depth < 20 else "moderate" if depth < 40 else "large"
+        grade = "small" if depth / s < 20 else "moderate" if depth / s < 40 else "large"
         out["pleural_effusion"].append(Lesion(
             "pleural_effusion", side="bilateral" if len(sides) == 2 else _side(side), grade=grade,
             size_mm=round(depth, 1), contrast=860.0))
@@ -144,7 +159,7 @@ def describe_study(study: CtStudy, size: int) -> dict[str, list[Lesion]]:
     if study.pericardial_mm > 0:
         mm = study.pericardial_mm
         out["pericardial_effusion"].append(Lesion(
-            "pericardial_effusion", grade="small" if mm < 10 else "moderate" if mm < 16 else "large",
+            "pericardial_effusion", grade="small" if mm / s < 10 else "moderate" if mm / s < 16 else "large",
             size_mm=round(mm, 1), contrast=98.0))
     if study.emphysema > 0:
         f = study.emphysema
@@ -216,11 +231,14 @@ def _sample_point(rng: np.random.Generator, an: CtAnatomy, depth_frac: float) ->
     return -0.18, 0.02, 0.6
 
 
-def _sample_nodule(rng: np.random.Generator, an: CtAnatomy) -> tuple[float, float, float, float, bool]:
+def _sample_nodule(rng: np.random.Generator, an: CtAnatomy, s: float) -> tuple[float, float, float, float, bool]:
+    """A nodule of 6-20 mm in the 96-voxel chest, scaled by ``s``; at least 3 voxels, and sizes still spread 2x."""
     x, y, z = _sample_point(rng, an, 0.03)
-    return x, y, z, float(np.exp(rng.uniform(np.log(6.0), np.log(20.0)))), bool(rng.random() < 0.75)
+    lo = max(6.0 * s, NODULE_MIN_VOXELS * SPACING_MM[2])
+    hi = max(20.0 * s, 2 * lo)
+    return x, y, z, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), bool(rng.random() < 0.75)
 
 
-def _sample_consolidation(rng: np.random.Generator, an: CtAnatomy) -> tuple[float, float, float, float, float]:
+def _sample_consolidation(rng: np.random.Generator, an: CtAnatomy, s: float) -> tuple[float, float, float, float, float]:
     x, y, z = _sample_point(rng, an, 0.04)
-    return x, y, z, float(rng.uniform(12, 30)), float(rng.uniform(0.5, 1.0))
+    return x, y, z, s * float(rng.uniform(12, 30)), float(rng.uniform(0.5, 1.0))

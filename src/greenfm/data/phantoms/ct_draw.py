@@ -5,7 +5,10 @@ upwards (superior), rows from anterior to posterior, columns from the patient's
 right to left, as an axial slice is displayed. Geometry is in millimetres in a
 patient frame centred in the field. The chest is scaled to fill the field
 (at the default 96 x 1.5 mm it is a small chest), so the default preprocessing
-spacing needs no resampling and lesions keep their physical sizes in mm.
+spacing needs no resampling. Lesion sizes are planned for that 96-voxel chest and
+scale with it (``lesion_scale``): a volume of 32 voxels shows the same study, a
+third the size, so lesions keep their proportion to the lungs at any size; the
+recorded sizes are in mm of the volume drawn.
 
 Tissues: air -1000, lung -850 with vessels, fat -100, muscle and blood 40,
 liver 60, cancellous bone 250, cortical bone 700-900. Every shape is an implicit
@@ -24,6 +27,14 @@ from greenfm.data.phantoms.sites import SiteProfile
 
 SPACING_MM = (3.0, 1.5, 1.5)
 """(slice, row, column) spacing in mm."""
+
+REFERENCE_SIZE = 96
+"""The grid (columns) the chest's lesion sizes are planned for; other sizes scale them by ``size / 96``."""
+
+
+def lesion_scale(size: int) -> float:
+    """Factor from a lesion's planned size (mm in the 96-voxel chest) to its size in a ``size``-voxel volume."""
+    return size / REFERENCE_SIZE
 
 
 @dataclass(frozen=True)
