@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS.name})")
     args = parser.parse_args()
     from greenfm.api import data_split
     from greenfm.data.phantoms import generate_phantoms
@@ -192,20 +193,20 @@ def main() -> None:
     result = {"claim": __doc__.splitlines()[0], "command": command_line("bench_phantom_vit_plateau.py"),
               "stamp": stamp(), "machine": machine_info(load_average=[round(v, 2) for v in os.getloadavg()]),
               "train_images": int(train.sum()), "runs": runs, "prevalence_loss": prevalence_loss}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if RESULTS.is_file() and args.only:  # a partial run updates its variants, keeps the others
-        earlier = json.loads(RESULTS.read_text())
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    if args.results.is_file() and args.only:  # a partial run updates its variants, keeps the others
+        earlier = json.loads(args.results.read_text())
         if earlier.get("train_images") == result["train_images"]:
             kept = [r for r in earlier.get("runs", []) if r["variant"] not in names]
             result["runs"] = kept + runs
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
     runs = result["runs"]
     print(f"\n{'variant':46s} {'steps':>5s} {'loss':>7s} {'train':>6s} {'val':>6s}   (last epoch)")
     for r in runs:
         last = r["history"][-1]
         print(f"{r['variant']:46s} {last['steps']:5d} {last['loss']:7.4f} {last['train_auroc']:6.3f} "
               f"{last['val_auroc']:6.3f}")
-    print(f"\nloss of predicting the label prevalence: {prevalence_loss}; wrote {RESULTS}")
+    print(f"\nloss of predicting the label prevalence: {prevalence_loss}; wrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ paired token-reconstruction difference of each. Settings (name: change to ``FULL
 - ``32px-p8-4ep``: none (the demo as shipped: 32 px, patch 8, 16 tokens, 4 epochs);
 - ``32px-p8-8ep``: 8 epochs of warm start;
 - ``64px-p16-4ep`` / ``64px-p16-8ep``: 64 px with patch 16, so the same 16 tokens see the
-  findings at full resolution, for 4 or 8 epochs.
+  findings at full resolution, for 4 or 8 epochs;
+- ``32px-p8-4ep-3000pt``, ``64px-p16-4ep-3000pt``, ``64px-p16-8ep-3000pt``: the same on
+  3,000 site-A patients instead of 800 (a ViT from random weights needs images more
+  than epochs: ``BENCHMARKS.md``, *Why the tiny ViT stays at the label prevalence*).
 
     .venv/bin/python benchmarks/run_demo_start_settings.py [--only 32px-p8-4ep,64px-p16-8ep --out /tmp/demo-start]
 
@@ -38,6 +41,9 @@ SETTINGS = {
     "32px-p8-8ep": {"warm_start_epochs": 8},
     "64px-p16-4ep": {"image_size": 64, "patch_size": 16},
     "64px-p16-8ep": {"image_size": 64, "patch_size": 16, "warm_start_epochs": 8},
+    "32px-p8-4ep-3000pt": {"source_patients": 3000},
+    "64px-p16-4ep-3000pt": {"image_size": 64, "patch_size": 16, "source_patients": 3000},
+    "64px-p16-8ep-3000pt": {"image_size": 64, "patch_size": 16, "warm_start_epochs": 8, "source_patients": 3000},
 }
 
 
@@ -75,10 +81,10 @@ def main() -> None:
         result["rows"] = kept + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'setting':14s} {'start':>7s} {'adapted':>8s}  difference [95% paired CI]")
+    print(f"\n{'setting':20s} {'start':>7s} {'adapted':>8s}  difference [95% paired CI]")
     for r in result["rows"]:
         lo, hi = r["difference_ci"]
-        print(f"{r['setting']:14s} {r['start_auroc']:7.3f} {r['adapted_auroc']:8.3f}  {r['difference']:+.3f} "
+        print(f"{r['setting']:20s} {r['start_auroc']:7.3f} {r['adapted_auroc']:8.3f}  {r['difference']:+.3f} "
               f"[{lo:+.3f}, {hi:+.3f}]")
     print(f"wrote {RESULTS}")
 

@@ -55,6 +55,11 @@ def test_quick_demo_writes_every_artefact_under_out(demo):
                                    "label efficiency", "3-D greenrfm", "report"}
     modes = {row["mode"] for row in saved["label_efficiency"]["summary"]}
     assert modes == {"linear-probe", "lora", "full-finetune"}
+    pairs = saved["label_efficiency_pairs"]  # each pair of modes at each fraction, paired on the test images
+    assert {(r["fraction"], r["a"], r["b"]) for r in pairs} == {
+        (f, a, b) for f in (0.5, 1.0) for a, b in (("linear-probe", "lora"), ("linear-probe", "full-finetune"),
+                                                    ("lora", "full-finetune"))}
+    assert all(r["difference_ci"][0] <= r["difference"] <= r["difference_ci"][1] for r in pairs)
     three_d = saved["greenrfm"]
     assert three_d["setting"] == "quick" and (out / "greenrfm/runs/align/exported/config.json").is_file()
     assert 0.0 <= three_d["zeroshot"]["macro_auroc"] <= 1.0
@@ -114,3 +119,17 @@ def test_a_folder_from_another_setting_is_cleared_but_other_files_are_kept(tmp_p
     assert not (out / "runs").exists()
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / SETTING_FILE).read_text())["seed"] == 1
+
+
+def test_the_3d_stage_beside_the_others_gives_the_same_figures_and_says_so(demo, tmp_path):
+    _, in_process, _ = demo
+    console = _console()
+    setting = replace(QUICK, greenrfm_beside=True, label_efficiency=False, image_text=False)
+    result = run_demo(tmp_path / "demo", setting=setting, console=console)
+    timing = result.timings["3-D greenrfm"]
+    assert timing["beside_wall_s"] > 0 and timing["cpu_s"] > 0  # the child's CPU is counted where it is shown
+    text = console.file.getvalue()
+    assert "second process beside stages 1-7" in text and "beside 1-7)" in text
+    for readout in ("zeroshot", "classifier"):
+        assert result.greenrfm[readout]["macro_auroc"] == pytest.approx(in_process.greenrfm[readout]["macro_auroc"])
+    assert (tmp_path / "demo" / "greenrfm" / "stage.log").is_file()

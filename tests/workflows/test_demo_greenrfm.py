@@ -66,3 +66,28 @@ def test_a_folder_with_other_work_is_refused_untouched(tmp_path):
     with pytest.raises(ConfigError, match="not written by the 3-D demo stage"):
         run_greenrfm_demo(tmp_path, quick=True)
     assert (mine / "keep.txt").read_text() == "x"
+
+
+def test_beside_the_other_stages_it_gives_the_same_figures_as_in_process(demo, tmp_path):
+    """The full demo runs the 3-D stage in a second process (demo_beside): same code, same seed, same numbers."""
+    from greenfm.workflows.demo_beside import LOG_FILE, BesideStage
+
+    _, in_process = demo
+    beside = BesideStage(tmp_path / "greenrfm", quick=True, seed=0)
+    result = beside.wait()
+    assert result["beside_wall_s"] > 0
+    for readout in ("zeroshot", "classifier"):
+        assert result[readout]["macro_auroc"] == pytest.approx(in_process[readout]["macro_auroc"], abs=1e-12)
+        assert result[readout]["macro_ci"] == pytest.approx(in_process[readout]["macro_ci"], abs=1e-12)
+    assert "zero-shot macro AUROC" in (tmp_path / "greenrfm" / LOG_FILE).read_text()
+
+
+def test_a_failure_beside_the_other_stages_names_its_log(tmp_path):
+    from greenfm.workflows.demo_beside import BesideStage, BesideStageError
+
+    out = tmp_path / "greenrfm"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "mine.txt").write_text("not the demo's")  # a folder the 3-D stage refuses to clear
+    with pytest.raises(BesideStageError, match=r"3-D stage failed.*not written by the 3-D demo stage.*stage\.log"):
+        BesideStage(out, quick=True, seed=0).wait()
+    assert (out / "runs" / "mine.txt").is_file()

@@ -22,6 +22,7 @@ stages and reproduces the same numbers; a different setting starts the folder af
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class DemoResult:
     results_path: Path
     report_path: Path | None = None
     label_efficiency: Any = None  # workflows.label_efficiency_results.LabelEfficiencyResult
+    label_efficiency_pairs: list[dict[str, Any]] | None = None  # workflows.label_efficiency_pairs.paired_modes
     image_text: dict[str, Any] | None = None  # demo_stages.image_text's summary
     greenrfm: dict[str, Any] | None = None  # demo_greenrfm.run_greenrfm_demo's result
 
@@ -70,9 +72,6 @@ class DemoResult:
 def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | None = None,
              console: Console | None = None) -> DemoResult:  # fmt: skip
     """Run the demo into ``out`` (``quick``: a < 1 minute version for tests); see the module docstring."""
-    from greenfm.workflows import demo_stages as stages
-    from greenfm.workflows.demo_greenrfm import format_greenrfm_demo, run_greenrfm_demo
-
     setting = setting or (QUICK if quick else FULL)
     console = console or Console()
     if not console.is_terminal and console.width < 110:  # a pipe or log file gets rich's 80; tables need ~110
@@ -80,6 +79,24 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
     out = Path(out)
     _prepare(out, setting, console)
     clock = StageClock()
+    beside = None
+    if setting.greenrfm and setting.greenrfm_beside and (os.cpu_count() or 1) >= 2:
+        from greenfm.workflows.demo_beside import BesideStage
+
+        beside = BesideStage(out / "greenrfm", quick=setting.name == "quick", seed=setting.seed)
+        console.print(f"[dim]the 3-D stage (8) runs in a second process beside stages 1-7; its output goes to "
+                      f"{out / 'greenrfm' / 'stage.log'}[/dim]")  # fmt: skip
+    try:
+        return _run_stages(out, setting, console, clock, beside)
+    finally:
+        if beside is not None:
+            beside.stop()  # only does anything when a stage before 8 failed
+
+
+def _run_stages(out: Path, setting: DemoSetting, console: Console, clock: StageClock, beside: Any) -> DemoResult:
+    from greenfm.workflows import demo_stages as stages
+    from greenfm.workflows.demo_greenrfm import format_greenrfm_demo, run_greenrfm_demo
+
     with torch_threads(console), quiet_engine_log():
         print_header(console, "1. Phantom data", "a source site for the starting model, a target site to adapt to")
         with clock("phantoms"):
@@ -98,12 +115,12 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
         with clock("embed + probe"):
             comparison = stages.embed_and_compare(out, data, start_dir, adapted_dir, setting)
         print_comparison(console, comparison)
-        label_efficiency = None
+        label_efficiency, label_pairs = None, None
         if setting.label_efficiency:
             shares = " / ".join(f"{100 * f:g}%" for f in setting.label_fractions)
             print_header(console, "6. Label efficiency", f"adapted model, linear / LoRA / full at {shares} of labels")
             with clock("label efficiency"):
-                label_efficiency = stages.label_efficiency(out, data, adapted_dir, setting, console)
+                label_efficiency, label_pairs = stages.label_efficiency(out, data, adapted_dir, setting, console)
         image_text = None
         if setting.image_text:
             print_header(console, "7. Image-text pretraining and zero-shot",
@@ -115,7 +132,14 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
             print_header(console, "8. GreenRFM-lite in 3-D", "CT phantoms: image, text and align stages (r3d_18_lite, "
                          "k4s4); zero-shot on the test split")  # fmt: skip
             with clock("3-D greenrfm"):
-                greenrfm = run_greenrfm_demo(out / "greenrfm", quick=setting.name == "quick", seed=setting.seed)
+                if beside is not None:
+                    greenrfm = beside.wait()
+                else:
+                    greenrfm = run_greenrfm_demo(out / "greenrfm", quick=setting.name == "quick", seed=setting.seed)
+            if beside is not None:
+                clock.timings["3-D greenrfm"]["beside_wall_s"] = greenrfm["beside_wall_s"]
+                console.print(f"(ran {greenrfm['beside_wall_s']:.1f} s in a second process beside stages 1-7; "
+                              f"stage 8 waited {clock.timings['3-D greenrfm']['wall_s']:.1f} s for it)")  # fmt: skip
             for line in format_greenrfm_demo(greenrfm):
                 console.print(line)
         with clock("report"):
@@ -125,7 +149,7 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
     result = DemoResult(
         out=out, setting=setting, starting_model=description, comparison=comparison, pretrain_compute=compute,
         timings=clock.timings, results_path=out / RESULTS_FILE, report_path=report, label_efficiency=label_efficiency,
-        image_text=image_text, greenrfm=greenrfm,
+        label_efficiency_pairs=label_pairs, image_text=image_text, greenrfm=greenrfm,
     )  # fmt: skip
     _write_results(result)
     print_summary(console, result)
@@ -168,6 +192,7 @@ def _write_results(result: DemoResult) -> None:
         "timings": result.timings,
         "report": str(result.report_path) if result.report_path else None,
         "label_efficiency": _label_efficiency_summary(result.label_efficiency),
+        "label_efficiency_pairs": result.label_efficiency_pairs,
         "image_text": {k: v for k, v in (result.image_text or {}).items() if k != "compute"} or None,
         "image_text_compute": (result.image_text or {}).get("compute"),
         "greenrfm": result.greenrfm,

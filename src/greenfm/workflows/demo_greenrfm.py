@@ -47,7 +47,7 @@ class GreenRFMDemoSetting:
     lr_align: float = 3e-4  # align: constant, clip 0.5 (METHODS 3.4's shape at a CPU-demo rate)
 
 
-FULL = GreenRFMDemoSetting(patients=80, phantom_size=32, crop=(16, 32, 32), batch=16, steps=(40, 30, 50),
+FULL = GreenRFMDemoSetting(patients=240, phantom_size=32, crop=(16, 32, 32), batch=16, steps=(40, 30, 50),
                            bootstrap=1000)  # fmt: skip
 QUICK = GreenRFMDemoSetting(patients=12, phantom_size=32, crop=(8, 16, 16), batch=4, steps=(2, 2, 2), bootstrap=100,
                             text_max_length=32)  # fmt: skip

@@ -146,7 +146,9 @@ def print_summary(console: Console, result: Any) -> None:
     table.add_column("wall", justify="right")
     table.add_column("CPU", justify="right")
     for stage, t in result.timings.items():
-        table.add_row(stage, f"{t['wall_s']:.1f} s", f"{t['cpu_s']:.1f} s")
+        # A stage that ran in a second process shows the wait it cost here; its own run time is named beside it.
+        label = f"{stage} (ran {t['beside_wall_s']:.0f} s beside 1-7)" if "beside_wall_s" in t else stage
+        table.add_row(label, f"{t['wall_s']:.1f} s", f"{t['cpu_s']:.1f} s")
     total = {k: sum(t[k] for t in result.timings.values()) for k in ("wall_s", "cpu_s")}
     table.add_row("[bold]total[/bold]", f"[bold]{total['wall_s']:.1f} s[/bold]", f"[bold]{total['cpu_s']:.1f} s[/bold]")
     console.print(table)
@@ -160,6 +162,13 @@ def print_summary(console: Console, result: Any) -> None:
     console.print(f"token reconstruction: {compute.get('samples_seen', '?')} images, "
                   f"{compute.get('optimizer_steps', '?')} steps, {_seconds(compute.get('wall_time_s'))}, "
                   f"energy {_quantity(compute.get('energy_kwh'), 'kWh')}, CO2 {_quantity(compute.get('co2_kg'), 'kg')}")
+    pairs = getattr(result, "label_efficiency_pairs", None)
+    if pairs:
+        from greenfm.workflows.label_efficiency_pairs import format_paired_modes
+
+        console.print("label efficiency, the modes compared at each fraction (macro AUROC, paired 95% CI):")
+        for line in format_paired_modes(pairs):
+            console.print(f"  {line}", highlight=False)
     image_text = getattr(result, "image_text", None)
     if image_text and image_text.get("zeroshot_macro_auroc") is not None:
         ci = image_text.get("zeroshot_macro_ci")

@@ -268,8 +268,10 @@ def image_text(out: Path, data: DemoData, init: Path, setting: DemoSetting, cons
 # ----------------------------------------------------------------------------- 6. label efficiency and report
 
 
-def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSetting, console: Console) -> Any:
-    """Linear probe vs LoRA vs full fine-tuning of the adapted model at 1 / 10 / 100% labels, one seed.
+def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSetting,
+                     console: Console) -> tuple[Any, list[dict[str, Any]] | None]:
+    """Linear probe vs LoRA vs full fine-tuning of the adapted model at 1 / 10 / 100% labels, one seed,
+    and the modes compared at each fraction with paired CIs (``label_efficiency_pairs``).
 
     Runs ``greenfm.workflows.label_efficiency`` when it is installed (skipped otherwise);
     finished cells are reused on a re-run.
@@ -278,7 +280,8 @@ def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSett
         from greenfm.workflows.label_efficiency import run_label_efficiency
     except ImportError:
         console.print("[dim]label efficiency: greenfm.workflows.label_efficiency is not installed; skipped[/dim]")
-        return None
+        return None, None
+    from greenfm.workflows.label_efficiency_pairs import format_paired_modes, paired_modes
     from greenfm.config import write_yaml
 
     study = out / "runs" / "label_efficiency"
@@ -292,7 +295,13 @@ def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSett
         max_steps=setting.finetune_steps, batch_size=setting.finetune_batch, lr=setting.finetune_lr,
         cache=data.cache, echo=lambda line: console.print(line, highlight=False),
     )  # fmt: skip
-    return result  # run_label_efficiency has printed its table
+    pairs = paired_modes(study, setting.label_fractions, seed=setting.seed, n_resamples=setting.bootstrap,
+                         bootstrap_seed=setting.seed)  # fmt: skip
+    console.print(f"the modes compared at each fraction on the same site {setting.target_site} test images "
+                  "(patient bootstrap, paired):", highlight=False)
+    for line in format_paired_modes(pairs):
+        console.print(line, highlight=False)
+    return result, pairs  # run_label_efficiency has printed its table
 
 
 def report(out: Path, runs: list[Path], label_efficiency: Any, console: Console) -> Path | None:
