@@ -133,7 +133,7 @@ def test_findings_that_cannot_be_fitted_are_skipped_and_counted():
 def test_bad_splits_give_clear_errors():
     table = make_table()
     x = separable(table, ["effusion"])
-    with pytest.raises(GreenfmError, match="no 'test' split"):
+    with pytest.raises(GreenfmError, match=r"no 'test' split \(splits found: train, val\)$"):  # plain names
         run_probe(x, table.assign(split=table.split.replace("test", "val")))
     with pytest.raises(GreenfmError, match="no 'split' column"):
         run_probe(x, table.drop(columns="split"))

@@ -453,7 +453,8 @@ def _splits(table: pd.DataFrame) -> np.ndarray:
     split = np.where(np.isin(split, ["valid", "validation"]), "val", split)
     for needed in ("train", "test"):
         if not (split == needed).any():
-            raise BadInputError(f"the manifest has no '{needed}' split (splits found: {sorted(set(split) - {''})})")
+            found = ", ".join(sorted(str(s) for s in set(split) - {""})) or "none"
+            raise BadInputError(f"the manifest has no '{needed}' split (splits found: {found})")
     assert_no_patient_leakage(table.assign(split=np.where(split == "", None, split)))
     return split
 
