@@ -26,7 +26,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -40,6 +40,9 @@ from greenfm.workflows.demo_output import (
     quiet_engine_log,
     torch_threads,
 )
+
+if TYPE_CHECKING:
+    from greenfm.workflows.demo_beside import BesideStage
 
 SETTING_FILE = "demo_setting.json"
 RESULTS_FILE = "demo_results.json"
@@ -93,7 +96,8 @@ def run_demo(out: str | Path, *, quick: bool = False, setting: DemoSetting | Non
             beside.stop()  # only does anything when a stage before 8 failed
 
 
-def _run_stages(out: Path, setting: DemoSetting, console: Console, clock: StageClock, beside: Any) -> DemoResult:
+def _run_stages(out: Path, setting: DemoSetting, console: Console, clock: StageClock,
+                beside: BesideStage | None) -> DemoResult:  # fmt: skip
     from greenfm.workflows import demo_stages as stages
     from greenfm.workflows.demo_greenrfm import format_greenrfm_demo, run_greenrfm_demo
 

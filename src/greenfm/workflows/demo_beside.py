@@ -12,19 +12,20 @@ stages stay on disk, so a re-run after a failure reuses them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from greenfm.errors import GreenfmError
+
 LOG_FILE = "stage.log"
 RESULT_FILE = "stage_result.json"
 
 
-class BesideStageError(RuntimeError):
-    """The 3-D stage failed in its own process; the message names its log."""
+class BesideStageError(GreenfmError):
+    """The 3-D stage failed in its own process; the message (one line) names its log."""
 
 
 class BesideStage:
@@ -70,19 +71,18 @@ def _run(out: str, quick: bool, seed: int) -> None:
             contextlib.redirect_stderr(log):
         import logging
 
-        import torch
         from rich.console import Console
 
-        logging.basicConfig(stream=log, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-        logging.getLogger("greenfm.engine").setLevel(logging.WARNING)  # as the demo's quiet_engine_log
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(1)  # as the demo's torch_threads
         from greenfm.evaluate.metrics import json_safe
         from greenfm.workflows.demo_greenrfm import format_greenrfm_demo, run_greenrfm_demo
+        from greenfm.workflows.demo_output import quiet_engine_log, torch_threads
 
+        logging.basicConfig(stream=log, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+        console = Console(file=log, width=120)
         started = time.perf_counter()
         try:
-            result = run_greenrfm_demo(out_path, quick=quick, seed=seed)
+            with torch_threads(console), quiet_engine_log():  # the demo's own thread and log settings
+                result = run_greenrfm_demo(out_path, quick=quick, seed=seed)
         except BaseException as exc:  # the traceback to the log, its last line the one the demo shows
             import traceback
 
@@ -90,7 +90,6 @@ def _run(out: str, quick: bool, seed: int) -> None:
             log.write(f"{type(exc).__name__}: {exc}\n")
             raise SystemExit(1) from None
         result["beside_wall_s"] = time.perf_counter() - started
-        console = Console(file=log, width=120)
         for line in format_greenrfm_demo(result):
             console.print(line)
         tmp = out_path / f".{RESULT_FILE}.tmp"

@@ -281,8 +281,8 @@ def label_efficiency(out: Path, data: DemoData, adapted: Path, setting: DemoSett
     except ImportError:
         console.print("[dim]label efficiency: greenfm.workflows.label_efficiency is not installed; skipped[/dim]")
         return None, None
-    from greenfm.workflows.label_efficiency_pairs import format_paired_modes, paired_modes
     from greenfm.config import write_yaml
+    from greenfm.workflows.label_efficiency_pairs import format_paired_modes, paired_modes
 
     study = out / "runs" / "label_efficiency"
     study.mkdir(parents=True, exist_ok=True)
